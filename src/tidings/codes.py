@@ -1,0 +1,78 @@
+"""Error and disconnect codes of the client protocol, with their meaning in one place.
+
+The numbers follow the Centrifugo client protocol so that the official SDKs react as they
+are built to: error codes below 100 (or ``temporary``) are retried, other errors are final
+for the call that got them; close codes 3000-3499 make the SDK reconnect, 3500-3999 stop it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["DisconnectCode", "ErrorCode"]
+
+
+class ErrorCode(IntEnum):
+    """Codes of ``{"error": {...}}`` replies to a command."""
+
+    INTERNAL = 100  # temporary: the SDK retries
+    UNAUTHORIZED = 101
+    UNKNOWN_CHANNEL = 102
+    PERMISSION_DENIED = 103
+    METHOD_NOT_FOUND = 104
+    ALREADY_SUBSCRIBED = 105
+    LIMIT_EXCEEDED = 106
+    BAD_REQUEST = 107
+    NOT_AVAILABLE = 108
+    TOKEN_EXPIRED = 109  # on connect/subscribe the SDK fetches a new token and retries
+    EXPIRED = 110
+    TOO_MANY_REQUESTS = 111  # temporary
+    UNRECOVERABLE_POSITION = 112
+
+    @property
+    def message(self) -> str:
+        """The short text sent beside the code."""
+        return self.name.lower().replace("_", " ")
+
+    @property
+    def temporary(self) -> bool:
+        """Whether the SDK should retry the call after this error."""
+        return self in (ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS)
+
+
+class DisconnectCode(IntEnum):
+    """WebSocket close codes; 3000-3499 ask the client to reconnect, 3500-3999 are final."""
+
+    # --- reconnect ---
+    CONNECTION_CLOSED = 3000
+    SHUTDOWN = 3001
+    INTERNAL_ERROR = 3004
+    EXPIRED = 3005
+    SUBSCRIPTION_EXPIRED = 3006
+    SLOW = 3008
+    WRITE_ERROR = 3009
+    INSUFFICIENT_STATE = 3010
+    FORCE_RECONNECT = 3011
+    NO_PONG = 3012
+    TOO_MANY_REQUESTS = 3013
+    # --- terminal ---
+    INVALID_TOKEN = 3500
+    BAD_REQUEST = 3501
+    STALE = 3502
+    FORCE_DISCONNECT = 3503
+    CONNECTION_LIMIT = 3504
+    CHANNEL_LIMIT = 3505
+    INAPPROPRIATE_PROTOCOL = 3506
+    PERMISSION_DENIED = 3507
+    NOT_AVAILABLE = 3508
+    TOO_MANY_ERRORS = 3509
+
+    @property
+    def reason(self) -> str:
+        """Plain-text close reason (never JSON: the SDK would parse it as legacy advice)."""
+        return self.name.lower().replace("_", " ")
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether a client closed with this code should reconnect."""
+        return self < 3500

@@ -1,0 +1,140 @@
+"""Per-channel history windows and the recovery decision.
+
+Positions are log offsets: monotonic per channel but not contiguous, so a window cannot
+prove completeness by counting. Each channel instead remembers ``complete_since``: every
+publication of the channel with an offset above it is held. A client that last saw offset
+``s`` is recovered exactly when ``s >= complete_since`` (and the epoch matches); otherwise
+it is told ``recovered: false`` and never given a partial replay.
+
+The node-wide ``floor`` is the position below which the node has not read the log at all
+(it started later); a channel never seen since then is complete from the floor.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tidings.protocol.messages import RecoverPosition
+from tidings.publication import Publication
+
+__all__ = ["ChannelWindow", "History", "Recovery"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """The outcome of a recovery request.
+
+    Attributes:
+        recovered: True when ``publications`` is exactly what the client missed.
+        publications: the missed publications, in order (empty when not recovered).
+        skip_until: the client is ahead of this node; live pushes up to this offset are
+            duplicates for it and must be skipped (0 when not needed).
+    """
+
+    recovered: bool
+    publications: tuple[Publication, ...] = ()
+    skip_until: int = 0
+
+
+class ChannelWindow:
+    """The retained publications of one channel, oldest first."""
+
+    __slots__ = ("complete_since", "items")
+
+    def __init__(self, complete_since: int) -> None:
+        self.items: deque[Publication] = deque()
+        self.complete_since = complete_since
+
+    def trim(self, size: int, ttl: float, now: float) -> None:
+        """Drops what is over ``size`` items or older than ``ttl`` seconds."""
+        items = self.items
+        while len(items) > size:
+            self.complete_since = items.popleft().offset
+        cutoff = now - ttl
+        while items and items[0].timestamp < cutoff:
+            self.complete_since = items.popleft().offset
+
+
+class History:
+    """Every channel's window on this node."""
+
+    def __init__(self, floor: int = 0) -> None:
+        self.floor = floor
+        self._windows: dict[str, ChannelWindow] = {}
+
+    def reset(self, floor: int) -> None:
+        """Forgets everything: the log changed epoch or the node starts over."""
+        self._windows.clear()
+        self.floor = floor
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def append(self, pub: Publication, size: int, ttl: float, now: float) -> None:
+        """Keeps ``pub`` in its channel's window (nothing is kept when ``size`` is 0)."""
+        window = self._windows.get(pub.channel)
+        if window is None:
+            window = self._windows[pub.channel] = ChannelWindow(self.floor)
+        if size > 0 and ttl > 0:
+            window.items.append(pub)
+            window.trim(size, ttl, now)
+        else:
+            window.complete_since = pub.offset
+
+    def window(self, channel: str) -> ChannelWindow | None:
+        """The window of ``channel``, or None when nothing was published to it here."""
+        return self._windows.get(channel)
+
+    def recover(
+        self,
+        channel: str,
+        since: RecoverPosition,
+        epoch: str,
+        head: int,
+        *,
+        size: int,
+        ttl: float,
+        now: float,
+    ) -> Recovery:
+        """Decides whether a client that last saw ``since`` can be given what it missed.
+
+        Args:
+            channel: the channel.
+            since: the client's last offset and epoch ("" epoch means any).
+            epoch: the log's current epoch.
+            head: the last position the node has processed.
+            size: the namespace's history size.
+            ttl: the namespace's history TTL in seconds.
+            now: the current Unix time.
+        """
+        if since.epoch and since.epoch != epoch:
+            return Recovery(False)
+        if size <= 0 or ttl <= 0:
+            return Recovery(False)
+        window = self._windows.get(channel)
+        if window is not None:
+            window.trim(size, ttl, now)
+        complete_since = window.complete_since if window is not None else self.floor
+        if since.offset < complete_since:
+            return Recovery(False)
+        if since.offset > head:
+            return Recovery(True, (), since.offset)
+        if window is None:
+            return Recovery(True)
+        missed = tuple(p for p in window.items if p.offset > since.offset)
+        return Recovery(True, missed)
+
+    def sweep(self, now: float, options_for: Callable[[str], tuple[int, float]]) -> int:
+        """Trims every window by TTL and forgets empty windows that prove nothing beyond
+        the floor; returns how many windows were dropped."""
+        dropped = []
+        for name, window in self._windows.items():
+            size, ttl = options_for(name)
+            window.trim(size, ttl, now)
+            if not window.items and window.complete_since <= self.floor:
+                dropped.append(name)
+        for name in dropped:
+            del self._windows[name]
+        return len(dropped)

@@ -1,0 +1,92 @@
+"""The interface every log backend implements.
+
+A log hands the node every event in position order, exactly once per position while the
+node runs, and names its incarnation with an *epoch*. Positions are the log's own
+offsets: the same event has the same position on every node reading the same log.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Log", "LogConsumer", "Record"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One event as the log delivers it.
+
+    Attributes:
+        position: the log offset, starting at 1 (the SDKs treat 0 as "no position");
+            strictly increasing, not contiguous per channel.
+        routing_key: the AMQP routing key the event was published with.
+        headers: AMQP headers, values as the broker decoded them.
+        body: the raw message body.
+        timestamp: seconds since the Unix epoch when the log took the event.
+    """
+
+    position: int
+    routing_key: str
+    body: bytes
+    timestamp: float
+    headers: Mapping[str, object] = field(default_factory=dict)
+
+
+class LogConsumer(Protocol):
+    """What a log calls; implemented by the node."""
+
+    def on_records(self, records: Sequence[Record]) -> None:
+        """Take a batch of records in position order; must not block or await."""
+
+    def on_epoch(self, epoch: str) -> None:
+        """The log changed incarnation: positions restarted, history must be dropped."""
+
+    def on_reject(self, record: Record, kind: str, reason: str) -> None:
+        """A record the log itself could not take (e.g. over the size limit)."""
+
+
+class Log(abc.ABC):
+    """An ordered, positioned event log."""
+
+    @property
+    @abc.abstractmethod
+    def epoch(self) -> str:
+        """The name of the log's current incarnation."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """True once warmed up and while connected; ``/readyz`` reports it."""
+
+    @property
+    @abc.abstractmethod
+    def position(self) -> int:
+        """The last position the log has passed (delivered or skipped); 0 before any.
+
+        After ``start`` returns, the node is complete from here when the warm-up window
+        held no record at all.
+        """
+
+    @abc.abstractmethod
+    async def start(self, consumer: LogConsumer, warm_seconds: float) -> None:
+        """Start delivering: first what was appended in the last ``warm_seconds``, then the tail.
+
+        Returns once the warm-up records were delivered (or the log is known to be empty).
+        """
+
+    @abc.abstractmethod
+    async def append(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Append one event; it reaches consumers through ``on_records`` like any other."""
+
+    @abc.abstractmethod
+    def quarantine(self, record: Record, kind: str, reason: str) -> None:
+        """Keep a copy of a record the node could not route (no-op where nothing is set up)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop delivering and release connections."""

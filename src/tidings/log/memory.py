@@ -1,0 +1,77 @@
+"""The embedded log: an in-process list of recent events, for one process.
+
+It stands in for RabbitMQ in the quick start, the demo and the unit tests. Positions come
+from a counter and the epoch is new at each start, so a client that held a position from
+an earlier run is told plainly that its recovery failed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from tidings.log.base import Log, LogConsumer, Record
+
+__all__ = ["MemoryLog"]
+
+
+class MemoryLog(Log):
+    """A log kept in memory; ``append`` delivers synchronously to the consumer."""
+
+    def __init__(
+        self,
+        retention_seconds: float = 3600.0,
+        max_records: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._epoch = uuid.uuid4().hex[:12]
+        self._records: deque[Record] = deque(maxlen=max_records)
+        self._retention = retention_seconds
+        self._clock = clock
+        self._next = 1
+        self._consumer: LogConsumer | None = None
+        self._closed = False
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def ready(self) -> bool:
+        return self._consumer is not None and not self._closed
+
+    @property
+    def position(self) -> int:
+        return self._next - 1
+
+    async def start(self, consumer: LogConsumer, warm_seconds: float) -> None:
+        self._consumer = consumer
+        since = self._clock() - warm_seconds
+        warm = [r for r in self._records if r.timestamp >= since]
+        if warm:
+            consumer.on_records(warm)
+
+    async def append(
+        self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if self._closed:
+            raise RuntimeError("the log is closed")
+        now = self._clock()
+        record = Record(self._next, routing_key, body, now, dict(headers or {}))
+        self._next += 1
+        self._records.append(record)
+        cutoff = now - self._retention
+        while self._records and self._records[0].timestamp < cutoff:
+            self._records.popleft()
+        if self._consumer is not None:
+            self._consumer.on_records((record,))
+
+    def quarantine(self, record: Record, kind: str, reason: str) -> None:
+        # Nothing to copy to: the node has already counted and logged the record.
+        return None
+
+    async def close(self) -> None:
+        self._closed = True
+        self._consumer = None

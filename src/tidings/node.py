@@ -1,0 +1,313 @@
+"""The node: wires the log, the router, the hub, tokens, limits, timers and metrics.
+
+It is the log's consumer (events in) and every session's host (clients in). Everything
+it does per event or per command is synchronous; the only awaits are at start, stop and
+when publishing through the server API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import orjson
+
+from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
+from tidings.channels import ChannelName, parse_channel
+from tidings.codes import DisconnectCode
+from tidings.config import ChannelOptions, Settings
+from tidings.history import History
+from tidings.hub import Hub, Subscriber
+from tidings.log.base import Log, Record
+from tidings.metrics import Metrics
+from tidings.protocol.messages import RecoverPosition
+from tidings.protocol.session import Session, SubscribeOutcome
+from tidings.publication import Publication
+from tidings.router import CHANNEL_HEADER, Rejected, Router, parse_routes
+from tidings.timers import TimerQueue
+
+__all__ = ["Closable", "Flushable", "Node", "PublishError"]
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(ValueError):
+    """A publish request from the server API or the CLI is invalid."""
+
+
+class Flushable(Protocol):
+    """A connection with queued bytes, flushed once at the end of a batch of events."""
+
+    def flush(self) -> None:
+        """Writes what is queued."""
+
+
+class Closable(Protocol):
+    """A client connection that can be told to go away."""
+
+    def close(self, code: DisconnectCode) -> None:
+        """Closes with ``code``."""
+
+
+class Node:
+    """One tidings node (one process)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        event_log: Log,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        name: str = "",
+    ) -> None:
+        self.settings = settings
+        self.log = event_log
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.name = name or f"tidings-{int(clock() * 1000) % 10**8}"
+        self.router = Router(parse_routes(settings.routes), settings.amqp.max_message_bytes)
+        self.verifier = TokenVerifier(settings.auth, clock)
+        self.history = History()
+        self.hub = Hub(self.history)
+        self.timers = TimerQueue(monotonic)
+        self.head = 0
+        self.started_at = clock()
+        self._seen_records = False
+        self._dirty: list[Flushable] = []
+        self._users: dict[str, int] = {}
+        self._connections = 0
+        self._ip_window = 0
+        self._ip_counts: dict[str, int] = {}
+        self._anonymous = settings.channels.allow_anonymous or any(
+            ns.allow_anonymous for ns in settings.namespaces
+        )
+        self._options_cache: dict[str, ChannelOptions | None] = {}
+        self.draining = False
+        #: Every open client connection, so a shutdown can close them all.
+        self.live: set[Closable] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Warms history from the log (``now - max history TTL``) and starts the timers."""
+        self.timers.start()
+        warm = max(
+            [self.settings.channels.history_ttl]
+            + [ns.history_ttl for ns in self.settings.namespaces]
+        )
+        await self.log.start(self, warm)
+        if not self._seen_records:
+            # Nothing in the warm window: everything after the log's current position is
+            # what this node will see, so channels are complete from there.
+            self.head = self.log.position
+            self.history.floor = self.head
+        self.metrics.ready.set(1)
+        log.info("node %s ready at position %d, epoch %s", self.name, self.head, self.log.epoch)
+
+    def drain(self) -> None:
+        """Stops admitting and asks every client to reconnect elsewhere (3001)."""
+        self.draining = True
+        self.metrics.ready.set(0)
+        for conn in list(self.live):
+            conn.close(DisconnectCode.SHUTDOWN)
+
+    async def stop(self) -> None:
+        """Stops the timers and the log."""
+        self.metrics.ready.set(0)
+        await self.timers.stop()
+        await self.log.close()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node serves: log connected and warmed, not draining."""
+        return self.log.ready and not self.draining
+
+    @property
+    def connections(self) -> int:
+        """Authenticated connections on this node."""
+        return self._connections
+
+    # ------------------------------------------------------------------ events in
+    def on_records(self, records: Sequence[Record]) -> None:
+        """Routes a batch of log records into the hub, then flushes every touched connection."""
+        if not records:
+            return
+        if not self._seen_records:
+            self._seen_records = True
+            self.history.floor = records[0].position - 1
+        now = self.clock()
+        metrics = self.metrics
+        pushes = 0
+        publications = 0
+        for record in records:
+            if record.position <= self.head and self.head:
+                log.warning(
+                    "log position %d repeated (head %d); skipped", record.position, self.head
+                )
+                continue
+            self.head = record.position
+            routed = self.router.route(record)
+            if isinstance(routed, Rejected):
+                self.on_reject(record, routed.kind, routed.reason)
+                continue
+            for channel in routed.channels:
+                options = self._options_for_name(channel)
+                if options is None:
+                    self.on_reject(record, "unknown_namespace", f"unknown namespace of {channel!r}")
+                    continue
+                pub = Publication(channel, record.position, routed.data, record.timestamp)
+                pushes += self.hub.publish(
+                    pub, size=options.history_size, ttl=options.history_ttl, now=now
+                )
+                publications += 1
+        metrics.events_in.inc(len(records))
+        metrics.publications.inc(publications)
+        metrics.pushes.inc(pushes)
+        metrics.log_position.set(self.head)
+        metrics.consumer_lag.set(max(0.0, now - records[-1].timestamp))
+        self.flush()
+
+    def on_epoch(self, epoch: str) -> None:
+        """The log was recreated: history and positions start over."""
+        log.warning("log epoch changed to %s; history dropped", epoch)
+        self.history.reset(0)
+        self.head = 0
+        self._seen_records = False
+
+    def on_reject(self, record: Record, kind: str, reason: str) -> None:
+        """Counts, logs and quarantines an event that cannot be delivered."""
+        self.metrics.rejected.labels(kind).inc()
+        if kind == "unrouted":
+            log.debug("event at position %d not routed: %s", record.position, reason)
+            return
+        log.warning(
+            "event at position %d (routing key %r) rejected, %s: %s",
+            record.position,
+            record.routing_key,
+            kind,
+            reason,
+        )
+        self.log.quarantine(record, kind, reason)
+
+    def mark_dirty(self, conn: Flushable) -> None:
+        """``conn`` has bytes queued; it is flushed at the end of the current batch."""
+        self._dirty.append(conn)
+
+    def flush(self) -> None:
+        """Writes every queued connection once."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    # ------------------------------------------------------------------ publishing
+    async def publish(self, channels: Sequence[str], data: object) -> None:
+        """Publishes ``data`` to ``channels`` through the log (the same path as every event).
+
+        Raises:
+            PublishError: a channel name is invalid or its namespace unknown.
+        """
+        if not channels:
+            raise PublishError("at least one channel is required")
+        for channel in channels:
+            if not isinstance(channel, str) or self._options_for_name(channel) is None:
+                raise PublishError(f"invalid channel or unknown namespace: {channel!r}")
+            if "," in channel:
+                raise PublishError(f"channel names cannot contain ',': {channel!r}")
+        body = orjson.dumps(data)
+        limit = self.settings.amqp.max_message_bytes
+        if len(body) > limit:
+            raise PublishError(f"data of {len(body)} bytes is over the {limit} limit")
+        await self.log.append(
+            self.settings.amqp.publish_routing_key, body, {CHANNEL_HEADER: ",".join(channels)}
+        )
+
+    # ------------------------------------------------------------------ session host
+    def _options_for_name(self, channel: str) -> ChannelOptions | None:
+        cached = self._options_cache.get(channel, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        parsed = parse_channel(channel)
+        options = self.channel_options(parsed) if parsed is not None else None
+        if len(self._options_cache) > 100_000:
+            self._options_cache.clear()
+        self._options_cache[channel] = options
+        return options
+
+    def channel_options(self, channel: ChannelName) -> ChannelOptions | None:
+        return self.settings.namespace(channel.namespace)
+
+    def authenticate(self, token: str) -> ConnectionClaims:
+        return self.verifier.connection(token)
+
+    def verify_subscription(
+        self, token: str, channel: str, user: str, client: str
+    ) -> SubscriptionClaims:
+        return self.verifier.subscription(token, channel, user, client)
+
+    def anonymous_allowed(self) -> bool:
+        return self._anonymous
+
+    def admit_ip(self, ip: str) -> bool:
+        """Counts a new connection from ``ip``; False when over the per-second limit."""
+        limit = self.settings.client.connections_per_ip_per_second
+        if not limit:
+            return True
+        second = int(self.monotonic())
+        if second != self._ip_window:
+            self._ip_window = second
+            self._ip_counts.clear()
+        count = self._ip_counts.get(ip, 0) + 1
+        self._ip_counts[ip] = count
+        return count <= limit
+
+    def admit(self, session: Session) -> DisconnectCode | None:
+        limits = self.settings.client
+        if self.draining:
+            return DisconnectCode.SHUTDOWN
+        if limits.max_connections and self._connections >= limits.max_connections:
+            return DisconnectCode.CONNECTION_LIMIT
+        per_user = limits.max_connections_per_user
+        if session.user and per_user and self._users.get(session.user, 0) >= per_user:
+            return DisconnectCode.CONNECTION_LIMIT
+        self._connections += 1
+        if session.user:
+            self._users[session.user] = self._users.get(session.user, 0) + 1
+        return None
+
+    def release(self, session: Session) -> None:
+        self._connections -= 1
+        if session.user:
+            left = self._users.get(session.user, 1) - 1
+            if left:
+                self._users[session.user] = left
+            else:
+                self._users.pop(session.user, None)
+        self.metrics.subscriptions.set(self.hub.subscriptions)
+
+    def subscribe(
+        self, sub: Subscriber, channel: str, recover: RecoverPosition | None
+    ) -> SubscribeOutcome:
+        options = self._options_for_name(channel)
+        assert options is not None  # the session checked the namespace
+        recoverable = options.history_size > 0 and options.history_ttl > 0
+        recovery = self.hub.subscribe(
+            sub,
+            channel,
+            recover,
+            epoch=self.log.epoch,
+            head=self.head,
+            size=options.history_size,
+            ttl=options.history_ttl,
+            now=self.clock(),
+        )
+        if recovery is not None:
+            self.metrics.recoveries.labels("recovered" if recovery.recovered else "failed").inc()
+        self.metrics.subscriptions.set(self.hub.subscriptions)
+        return SubscribeOutcome(self.log.epoch, self.head, recoverable, recovery)
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        self.hub.unsubscribe(sub, channel)

@@ -1,0 +1,218 @@
+"""Pure encoding and decoding of client protocol frames.
+
+A frame holds one or more JSON messages joined by ``\\n``. Decoding turns a frame into
+typed :class:`~tidings.protocol.messages.Command` objects; encoding turns replies into
+compact one-line JSON (never a blank line, never a raw newline inside a message).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tidings.codes import ErrorCode
+from tidings.protocol.messages import (
+    Command,
+    ConnectRequest,
+    RecoverPosition,
+    RefreshRequest,
+    Request,
+    SubRefreshRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+)
+
+__all__ = [
+    "ProtocolError",
+    "decode_connect_request",
+    "decode_frame",
+    "encode",
+    "encode_error",
+    "encode_reply",
+    "raw",
+]
+
+_MAX_ID = 2**32 - 1
+_METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "refresh",
+    "sub_refresh",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+)
+
+
+class ProtocolError(ValueError):
+    """The frame cannot be understood at all; the connection is closed with 3501."""
+
+
+def raw(json_bytes: bytes) -> orjson.Fragment:
+    """Embeds already-encoded JSON into a message without re-serialising it."""
+    return orjson.Fragment(json_bytes)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as compact JSON on one line."""
+    return orjson.dumps(message)
+
+
+def encode_reply(command_id: int, method: str, result: dict[str, Any]) -> bytes:
+    """A successful reply; the result object is always present, even when empty."""
+    return orjson.dumps({"id": command_id, method: result})
+
+
+def encode_error(command_id: int, code: ErrorCode, message: str = "") -> bytes:
+    """An error reply to command ``command_id``."""
+    error: dict[str, Any] = {"code": int(code), "message": message or code.message}
+    if code.temporary:
+        error["temporary"] = True
+    return orjson.dumps({"id": command_id, "error": error})
+
+
+def decode_frame(frame: str | bytes, max_commands: int) -> list[Command]:
+    """Splits a frame into commands, in order.
+
+    Raises:
+        ProtocolError: not JSON, not an object, a bad id, or more than ``max_commands``.
+    """
+    if isinstance(frame, str):
+        frame = frame.encode("utf-8", "surrogatepass")
+    commands: list[Command] = []
+    for line in frame.split(b"\n"):
+        if not line.strip():
+            continue  # tolerate a trailing newline or a blank line from older clients
+        if len(commands) >= max_commands:
+            raise ProtocolError(f"more than {max_commands} commands in one frame")
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"not JSON: {exc}") from None
+        commands.append(decode_command(obj))
+    return commands
+
+
+def decode_command(obj: object) -> Command:
+    """Turns one decoded JSON value into a Command.
+
+    Raises:
+        ProtocolError: when ``obj`` is not an object or its id is not a uint32.
+    """
+    if not isinstance(obj, dict):
+        raise ProtocolError("a command must be a JSON object")
+    cid = obj.get("id", 0)
+    if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= _MAX_ID:
+        raise ProtocolError("id must be an unsigned 32-bit integer")
+    method = next((m for m in _METHODS if m in obj), "")
+    if not method:
+        if any(k != "id" for k in obj):
+            return Command(cid, "?", raw=obj)
+        return Command(cid, "")  # pong
+    body = obj[method]
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        return Command(cid, method, error=f"{method} must be an object")
+    try:
+        request = _REQUEST_DECODERS[method](body) if method in _REQUEST_DECODERS else None
+    except _BadField as exc:
+        return Command(cid, method, error=str(exc))
+    return Command(cid, method, request)
+
+
+class _BadField(ValueError):
+    pass
+
+
+def _str(body: dict[str, Any], name: str, required: bool = False) -> str:
+    value = body.get(name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise _BadField(f"{name} must be a string")
+    if required and not value:
+        raise _BadField(f"{name} is required")
+    return value
+
+
+def _position(body: dict[str, Any]) -> RecoverPosition:
+    offset = body.get("offset", 0) or 0
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise _BadField("offset must be a non-negative integer")
+    return RecoverPosition(offset, _str(body, "epoch"))
+
+
+def _connect(body: dict[str, Any]) -> ConnectRequest:
+    subs_raw = body.get("subs") or {}
+    if not isinstance(subs_raw, dict):
+        raise _BadField("subs must be an object")
+    subs: dict[str, RecoverPosition] = {}
+    for channel, sub in subs_raw.items():
+        if not isinstance(sub, dict):
+            raise _BadField("subs entries must be objects")
+        if sub.get("recover"):
+            subs[channel] = _position(sub)
+    return ConnectRequest(_str(body, "token"), _str(body, "name"), _str(body, "version"), subs)
+
+
+def decode_connect_request(body: object) -> ConnectRequest:
+    """Decodes a bare connect request (the unidirectional transports' first message).
+
+    Raises:
+        ProtocolError: when it is not a valid connect request.
+    """
+    if not isinstance(body, dict):
+        raise ProtocolError("the connect request must be a JSON object")
+    try:
+        return _connect(body)
+    except _BadField as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _subscribe(body: dict[str, Any]) -> SubscribeRequest:
+    recover = bool(body.get("recover", False))
+    return SubscribeRequest(
+        _str(body, "channel", required=True),
+        _str(body, "token"),
+        recover,
+        _position(body) if recover else RecoverPosition(),
+    )
+
+
+def _unsubscribe(body: dict[str, Any]) -> UnsubscribeRequest:
+    return UnsubscribeRequest(_str(body, "channel", required=True))
+
+
+def _refresh(body: dict[str, Any]) -> RefreshRequest:
+    return RefreshRequest(_str(body, "token", required=True))
+
+
+def _sub_refresh(body: dict[str, Any]) -> SubRefreshRequest:
+    return SubRefreshRequest(_str(body, "channel", required=True), _str(body, "token", True))
+
+
+_REQUEST_DECODERS: dict[str, Any] = {
+    "connect": _connect,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "refresh": _refresh,
+    "sub_refresh": _sub_refresh,
+}
+
+
+def request_type(method: str) -> type[Request] | None:
+    """The request class a method decodes to (None for methods without one)."""
+    return {
+        "connect": ConnectRequest,
+        "subscribe": SubscribeRequest,
+        "unsubscribe": UnsubscribeRequest,
+        "refresh": RefreshRequest,
+        "sub_refresh": SubRefreshRequest,
+    }.get(method)

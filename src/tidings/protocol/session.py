@@ -1,0 +1,489 @@
+"""The client protocol session: a sans-I/O state machine.
+
+A :class:`Session` takes frames (``receive``) and the passing of time (``tick``) and
+produces reply messages (``take_output``) and, at most once, a close code (``close``). It
+owns no socket and no event loop: the transports feed it and write what it produces. It
+reaches the rest of the node only through :class:`SessionHost`, whose calls are all
+synchronous, so the effects of one frame happen in one step and in command order.
+
+Publications do not pass through the session: the hub hands them straight to the
+connection's writer (the ``subscriber`` handle given here), so the hot path is free of
+protocol logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol
+
+from tidings import __version__
+from tidings.auth import ConnectionClaims, SubscriptionClaims
+from tidings.channels import ChannelName, check_subscribe, parse_channel
+from tidings.codes import DisconnectCode, ErrorCode
+from tidings.config import ChannelOptions, ClientSettings
+from tidings.errors import TokenError
+from tidings.history import Recovery
+from tidings.hub import Subscriber
+from tidings.protocol import codec
+from tidings.protocol.codec import ProtocolError, raw
+from tidings.protocol.messages import (
+    UNSUPPORTED_METHODS,
+    Command,
+    ConnectRequest,
+    RecoverPosition,
+    RefreshRequest,
+    SubRefreshRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+)
+
+__all__ = ["Session", "SessionHost", "SessionState", "SubscribeOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(IntEnum):
+    """Where a session is in its life."""
+
+    CONNECTING = 0
+    CONNECTED = 1
+    CLOSED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeOutcome:
+    """What the host tells the session after adding a subscription."""
+
+    epoch: str
+    #: The node's current position in the log.
+    offset: int
+    #: Whether the channel keeps history (the client may recover on it later).
+    recoverable: bool
+    recovery: Recovery | None
+
+
+class SessionHost(Protocol):
+    """The node as a session sees it; every call is synchronous."""
+
+    def authenticate(self, token: str) -> ConnectionClaims:
+        """Verifies a connection token; raises TokenError."""
+
+    def verify_subscription(
+        self, token: str, channel: str, user: str, client: str
+    ) -> SubscriptionClaims:
+        """Verifies a subscription token; raises TokenError."""
+
+    def channel_options(self, channel: ChannelName) -> ChannelOptions | None:
+        """The options of the channel's namespace, None when the namespace is unknown."""
+
+    def anonymous_allowed(self) -> bool:
+        """Whether a connection without a token may be accepted."""
+
+    def admit(self, session: Session) -> DisconnectCode | None:
+        """Registers an authenticated session; a code refuses it (limits)."""
+
+    def subscribe(
+        self, sub: Subscriber, channel: str, recover: RecoverPosition | None
+    ) -> SubscribeOutcome:
+        """Adds the subscription (and computes the recovery) atomically."""
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        """Removes the subscription."""
+
+    def release(self, session: Session) -> None:
+        """Forgets a session that closed (after its subscriptions were removed)."""
+
+
+class Session:
+    """One client connection's protocol state.
+
+    Args:
+        host: the node.
+        subscriber: the handle the hub delivers publications to (the connection's writer).
+        settings: timers and limits.
+        now: the current time in seconds (any monotonic clock, used consistently).
+        bidirectional: False for the push-only transports (SSE, uni WebSocket): their
+            pushes have no reply wrapper and no pong is expected.
+        wall_clock: the current Unix time, to compare with token expiries.
+    """
+
+    __slots__ = (
+        "_bidirectional",
+        "_close",
+        "_expires_at",
+        "_host",
+        "_next_ping",
+        "_output",
+        "_pong_deadline",
+        "_settings",
+        "_stale_at",
+        "_sub_expiry",
+        "_subscriber",
+        "_wall_offset",
+        "channels",
+        "client_id",
+        "info",
+        "server_channels",
+        "state",
+        "user",
+    )
+
+    def __init__(
+        self,
+        host: SessionHost,
+        subscriber: Subscriber,
+        settings: ClientSettings,
+        now: float,
+        *,
+        bidirectional: bool = True,
+        wall_clock: float | None = None,
+    ) -> None:
+        self._host = host
+        self._subscriber = subscriber
+        self._settings = settings
+        self._bidirectional = bidirectional
+        # Token expiries are Unix times; timers use the caller's clock. Keep the offset.
+        self._wall_offset = (wall_clock if wall_clock is not None else now) - now
+        self._output: list[bytes] = []
+        self._close: DisconnectCode | None = None
+        self._stale_at = now + settings.stale_timeout
+        self._next_ping = 0.0
+        self._pong_deadline = 0.0
+        self._expires_at = 0
+        self._sub_expiry: dict[str, int] | None = None
+        self.state = SessionState.CONNECTING
+        self.client_id = ""
+        self.user = ""
+        self.info: bytes | None = None
+        self.channels: set[str] = set()
+        self.server_channels: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------------ outputs
+    def take_output(self) -> list[bytes]:
+        """The messages to send, in order (each one line of JSON); clears them."""
+        out, self._output = self._output, []
+        return out
+
+    @property
+    def close_code(self) -> DisconnectCode | None:
+        """Set once the session wants the connection closed with this code."""
+        return self._close
+
+    @property
+    def deadline(self) -> float:
+        """The next time ``tick`` has something to do."""
+        if self.state is SessionState.CLOSED:
+            return float("inf")
+        if self.state is SessionState.CONNECTING:
+            return self._stale_at
+        times = [self._next_ping]
+        if self._pong_deadline:
+            times.append(self._pong_deadline)
+        if self._expires_at:
+            times.append(self._expires_at + self._settings.expired_close_delay - self._wall_offset)
+        if self._sub_expiry:
+            times.append(
+                min(self._sub_expiry.values())
+                + self._settings.expired_close_delay
+                - self._wall_offset
+            )
+        return min(times)
+
+    # ------------------------------------------------------------------ inputs
+    def receive(self, frame: str | bytes, now: float) -> None:
+        """Processes every command of one frame, in order."""
+        if self.state is SessionState.CLOSED:
+            return
+        try:
+            commands = codec.decode_frame(frame, self._settings.max_commands_per_frame)
+        except ProtocolError as exc:
+            log.debug("client %s sent a bad frame: %s", self.client_id or "-", exc)
+            self._disconnect(DisconnectCode.BAD_REQUEST)
+            return
+        for command in commands:
+            self._handle(command, now)
+            if self._close is not None:
+                return  # the rest of the frame is not processed after a disconnect
+
+    def connect_unidirectional(self, request: ConnectRequest, now: float) -> None:
+        """Connects a push-only client from its connect request (no command id)."""
+        if self.state is not SessionState.CONNECTING:
+            return
+        result = self._connect(request, now)
+        if result is not None:
+            self._output.append(codec.encode({"connect": result}))
+
+    def tick(self, now: float) -> None:
+        """Runs the timers: stale connect, pings, pong timeout, token expiry."""
+        if self.state is SessionState.CLOSED:
+            return
+        if self.state is SessionState.CONNECTING:
+            if now >= self._stale_at:
+                self._disconnect(DisconnectCode.STALE)
+            return
+        wall = now + self._wall_offset
+        delay = self._settings.expired_close_delay
+        if self._expires_at and wall >= self._expires_at + delay:
+            self._disconnect(DisconnectCode.EXPIRED)
+            return
+        if self._sub_expiry and wall >= min(self._sub_expiry.values()) + delay:
+            self._disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+            return
+        if self._pong_deadline and now >= self._pong_deadline:
+            self._disconnect(DisconnectCode.NO_PONG)
+            return
+        if now >= self._next_ping:
+            self._output.append(b"{}")
+            self._next_ping = now + self._settings.ping_interval
+            if self._bidirectional and not self._pong_deadline:
+                self._pong_deadline = now + self._settings.pong_timeout
+
+    def closed(self) -> None:
+        """The transport is gone: drop every subscription and leave the node."""
+        was_connected = self.state is SessionState.CONNECTED
+        self.state = SessionState.CLOSED
+        for channel in self.channels:
+            self._host.unsubscribe(self._subscriber, channel)
+        self.channels = set()
+        if was_connected:
+            self._host.release(self)
+
+    def disconnect(self, code: DisconnectCode) -> None:
+        """Asks for the connection to be closed with ``code`` (server-initiated)."""
+        self._disconnect(code)
+
+    # ------------------------------------------------------------------ commands
+    def _disconnect(self, code: DisconnectCode) -> None:
+        if self._close is None:
+            self._close = code
+        self.closed()
+
+    def _reply(self, command: Command, result: dict[str, Any]) -> None:
+        if command.id:
+            self._output.append(codec.encode_reply(command.id, command.method, result))
+
+    def _error(self, command: Command, code: ErrorCode, message: str = "") -> None:
+        if command.id:
+            self._output.append(codec.encode_error(command.id, code, message))
+
+    def _handle(self, command: Command, now: float) -> None:
+        method = command.method
+        if self.state is SessionState.CONNECTING:
+            if method != "connect" or command.request is None:
+                self._disconnect(DisconnectCode.BAD_REQUEST)
+                return
+            assert isinstance(command.request, ConnectRequest)
+            result = self._connect(command.request, now, command)
+            if result is not None:
+                self._reply(command, result)
+            return
+        if method == "":
+            self._pong_deadline = 0.0
+            return
+        if method == "connect":
+            self._disconnect(DisconnectCode.BAD_REQUEST)
+            return
+        if method == "send":
+            return  # tidings offers no RPC; a send has no reply by definition
+        if command.error:
+            self._error(command, ErrorCode.BAD_REQUEST, command.error)
+            return
+        request = command.request
+        if isinstance(request, SubscribeRequest):
+            self._subscribe(command, request, now)
+        elif isinstance(request, UnsubscribeRequest):
+            self._unsubscribe(command, request)
+        elif isinstance(request, RefreshRequest):
+            self._refresh(command, request, now)
+        elif isinstance(request, SubRefreshRequest):
+            self._sub_refresh(command, request, now)
+        elif method in UNSUPPORTED_METHODS:
+            self._error(command, ErrorCode.NOT_AVAILABLE)
+        else:
+            self._error(command, ErrorCode.METHOD_NOT_FOUND)
+
+    def _connect(
+        self, request: ConnectRequest, now: float, command: Command | None = None
+    ) -> dict[str, Any] | None:
+        if request.token:
+            try:
+                claims = self._host.authenticate(request.token)
+            except TokenError as exc:
+                if exc.expired and command is not None:
+                    self._error(command, ErrorCode.TOKEN_EXPIRED)
+                    return None
+                log.info("connection refused: %s", exc.reason)
+                self._disconnect(
+                    DisconnectCode.EXPIRED if exc.expired else DisconnectCode.INVALID_TOKEN
+                )
+                return None
+        elif self._host.anonymous_allowed():
+            claims = ConnectionClaims("", 0, (), None)
+        else:
+            log.info("connection refused: no token")
+            self._disconnect(DisconnectCode.INVALID_TOKEN)
+            return None
+        self.user = claims.user
+        self.info = claims.info
+        self._expires_at = claims.expires_at
+        self.client_id = str(uuid.uuid4())
+        refused = self._host.admit(self)
+        if refused is not None:
+            self.client_id = ""
+            self._disconnect(refused)
+            return None
+        self.state = SessionState.CONNECTED
+        self._next_ping = now + self._settings.ping_interval
+        subs: dict[str, Any] = {}
+        server_channels = []
+        for channel in claims.channels:
+            name = parse_channel(channel)
+            if name is None or self._host.channel_options(name) is None:
+                log.warning("token of user %r names unknown channel %r", self.user, channel)
+                continue
+            if len(self.channels) >= self._settings.max_subscriptions:
+                self._disconnect(DisconnectCode.CHANNEL_LIMIT)
+                return None
+            outcome = self._host.subscribe(self._subscriber, channel, request.subs.get(channel))
+            self.channels.add(channel)
+            server_channels.append(channel)
+            subs[channel] = self._subscribe_result(outcome)
+        self.server_channels = frozenset(server_channels)
+        result: dict[str, Any] = {
+            "client": self.client_id,
+            "version": __version__,
+            "ping": int(self._settings.ping_interval),
+        }
+        if self._bidirectional:
+            result["pong"] = True
+        if subs:
+            result["subs"] = subs
+        if self._expires_at:
+            result["expires"] = True
+            result["ttl"] = self._ttl(self._expires_at, now)
+        return result
+
+    def _ttl(self, expires_at: int, now: float) -> int:
+        return max(1, int(expires_at - (now + self._wall_offset)))
+
+    @staticmethod
+    def _subscribe_result(outcome: SubscribeOutcome) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if outcome.recoverable:
+            result["recoverable"] = True
+            result["positioned"] = True
+            result["epoch"] = outcome.epoch
+            result["offset"] = outcome.offset
+        recovery = outcome.recovery
+        if recovery is not None:
+            result["was_recovering"] = True
+            if recovery.recovered:
+                result["recovered"] = True
+                if recovery.publications:
+                    result["publications"] = [raw(p.pub) for p in recovery.publications]
+        return result
+
+    def _subscribe(self, command: Command, request: SubscribeRequest, now: float) -> None:
+        channel = request.channel
+        if channel in self.channels:
+            self._error(command, ErrorCode.ALREADY_SUBSCRIBED)
+            return
+        if len(self.channels) >= self._settings.max_subscriptions:
+            self._error(command, ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+            return
+        name = parse_channel(channel)
+        options = self._host.channel_options(name) if name is not None else None
+        if name is None or options is None:
+            self._error(command, ErrorCode.UNKNOWN_CHANNEL)
+            return
+        sub_claims: SubscriptionClaims | None = None
+        if request.token:
+            try:
+                sub_claims = self._host.verify_subscription(
+                    request.token, channel, self.user, self.client_id
+                )
+            except TokenError as exc:
+                if exc.expired:
+                    self._error(command, ErrorCode.TOKEN_EXPIRED)
+                else:
+                    log.info("subscription to %r refused: %s", channel, exc.reason)
+                    self._error(command, ErrorCode.PERMISSION_DENIED)
+                return
+        refused = check_subscribe(name, options, self.user, sub_claims is not None)
+        if refused is not None:
+            self._error(command, refused)
+            return
+        outcome = self._host.subscribe(
+            self._subscriber, channel, request.position if request.recover else None
+        )
+        self.channels.add(channel)
+        result = self._subscribe_result(outcome)
+        if sub_claims is not None and sub_claims.expires_at:
+            if self._sub_expiry is None:
+                self._sub_expiry = {}
+            self._sub_expiry[channel] = sub_claims.expires_at
+            result["expires"] = True
+            result["ttl"] = self._ttl(sub_claims.expires_at, now)
+        self._reply(command, result)
+
+    def _unsubscribe(self, command: Command, request: UnsubscribeRequest) -> None:
+        channel = request.channel
+        if channel in self.channels and channel not in self.server_channels:
+            self.channels.discard(channel)
+            self._host.unsubscribe(self._subscriber, channel)
+            if self._sub_expiry:
+                self._sub_expiry.pop(channel, None)
+        # Unsubscribing from a channel one is not on is not an error: the SDK needs a reply.
+        self._reply(command, {})
+
+    def _refresh(self, command: Command, request: RefreshRequest, now: float) -> None:
+        try:
+            claims = self._host.authenticate(request.token)
+        except TokenError as exc:
+            log.info("refresh refused for user %r: %s", self.user, exc.reason)
+            self._disconnect(
+                DisconnectCode.EXPIRED if exc.expired else DisconnectCode.INVALID_TOKEN
+            )
+            return
+        if claims.user != self.user:
+            log.info(
+                "refresh refused: token of user %r on a connection of %r", claims.user, self.user
+            )
+            self._disconnect(DisconnectCode.INVALID_TOKEN)
+            return
+        self._expires_at = claims.expires_at
+        result: dict[str, Any] = {}
+        if claims.expires_at:
+            result["expires"] = True
+            result["ttl"] = self._ttl(claims.expires_at, now)
+        self._reply(command, result)
+
+    def _sub_refresh(self, command: Command, request: SubRefreshRequest, now: float) -> None:
+        channel = request.channel
+        if channel not in self.channels:
+            self._error(command, ErrorCode.PERMISSION_DENIED, "not subscribed")
+            return
+        try:
+            claims = self._host.verify_subscription(
+                request.token, channel, self.user, self.client_id
+            )
+        except TokenError as exc:
+            log.info("sub_refresh of %r refused: %s", channel, exc.reason)
+            if exc.expired:
+                self._disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+            else:
+                self._error(command, ErrorCode.PERMISSION_DENIED)
+            return
+        result: dict[str, Any] = {}
+        if self._sub_expiry is not None:
+            self._sub_expiry.pop(channel, None)
+        if claims.expires_at:
+            if self._sub_expiry is None:
+                self._sub_expiry = {}
+            self._sub_expiry[channel] = claims.expires_at
+            result["expires"] = True
+            result["ttl"] = self._ttl(claims.expires_at, now)
+        self._reply(command, result)

@@ -1,0 +1,218 @@
+"""The lifecycle: build the aiohttp application, run one or several worker processes.
+
+Shutdown order (SIGTERM or SIGINT): stop accepting; mark the node not ready; ask every
+client to reconnect elsewhere (close 3001); wait up to ``server.shutdown_timeout`` for the
+connections to finish; cancel the rest; close the log. Nothing is acknowledged to
+RabbitMQ that the hub has not taken, so a stop never loses an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tidings.api import add_routes
+from tidings.config import Settings
+from tidings.log.base import Log
+from tidings.node import Node
+from tidings.transport.websocket import handle_uni_websocket, handle_websocket
+
+__all__ = ["create_app", "make_log", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def make_log(settings: Settings) -> Log:
+    """The configured log: RabbitMQ when ``amqp.url`` is set, else the embedded memory log."""
+    if settings.amqp.url:
+        from tidings.log.rabbitmq import RabbitMqLog
+
+        return RabbitMqLog(settings.amqp)
+    from tidings.log.memory import MemoryLog
+
+    return MemoryLog(
+        retention_seconds=max(
+            [settings.channels.history_ttl] + [ns.history_ttl for ns in settings.namespaces]
+        )
+    )
+
+
+def create_app(settings: Settings, event_log: Log | None = None, name: str = "") -> web.Application:
+    """The whole HTTP surface of a node on one application (one port)."""
+    node = Node(settings, event_log or make_log(settings), name=name)
+    app = web.Application(client_max_size=1 << 20)
+    app["node"] = node
+    app.router.add_get("/connection/websocket", handle_websocket)
+    app.router.add_get("/connection/uni_websocket", handle_uni_websocket)
+    _add_optional_routes(app, settings)
+    add_routes(app)
+
+    async def start(app: web.Application) -> None:
+        await node.start()
+
+    async def drain(app: web.Application) -> None:
+        node.drain()
+
+    async def stop(app: web.Application) -> None:
+        await node.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(drain)
+    app.on_cleanup.append(stop)
+    return app
+
+
+def _add_optional_routes(app: web.Application, settings: Settings) -> None:
+    """Routes of modules that may be absent from a trimmed install (SSE, demo)."""
+    try:
+        from tidings.transport.sse import add_sse_routes
+    except ImportError:
+        pass
+    else:
+        add_sse_routes(app)
+    try:
+        from tidings.demo import add_demo_routes
+    except ImportError:
+        pass
+    else:
+        add_demo_routes(app, settings)
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Every worker binds the same port; the kernel spreads new connections among them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(settings: Settings, sock: socket.socket, name: str) -> None:
+    app = create_app(settings, name=name)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    log.info("tidings %s listening on http://%s:%d/", name, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("tidings %s shutting down", name)
+        await runner.cleanup()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run_worker(settings: Settings, sock: socket.socket, name: str) -> int:
+    _install_uvloop()
+    try:
+        asyncio.run(_serve(settings, sock, name))
+    except Exception as exc:
+        from tidings.errors import TidingsError
+
+        if isinstance(exc, TidingsError):
+            log.error("%s: %s", name, exc)
+            return 2
+        raise
+    return 0
+
+
+def run(settings: Settings) -> int:
+    """Runs the configured number of workers on one port; returns the exit status."""
+    workers = settings.effective_workers
+    sock = _listen_socket(settings.server.host, settings.server.port, reuse_port=workers > 1)
+    if workers == 1:
+        return _run_worker(settings, sock, "tidings-1")
+    return _supervise(settings, sock, workers)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+    """Forks ``workers`` processes sharing the listening socket and restarts any that dies."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = _run_worker(settings, sock, f"tidings-{index}")
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i in range(1, workers + 1):
+        spawn(i)
+    log.info("supervising %d workers", workers)
+    status = 0
+    recent_failures: list[float] = []
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            continue
+        if code == 2:
+            # A configuration or source error: restarting would only repeat it.
+            log.error("worker %d failed at start-up; stopping", index)
+            forward(signal.SIGTERM, None)
+            status = 2
+            continue
+        now = time.monotonic()
+        recent_failures = [t for t in recent_failures if now - t < 60] + [now]
+        if len(recent_failures) > 5 * workers:
+            log.error("workers keep dying; giving up")
+            forward(signal.SIGTERM, None)
+            status = 1
+            continue
+        log.warning("worker %d exited with %s; restarting it", index, code)
+        spawn(index)
+    sys.stdout.flush()
+    return status
