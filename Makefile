@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint unit deps clean bench
 
 run: $(STAMP)
-	$(VENV)/bin/tidings serve $(ARGS)
+	$(VENV)/bin/tidings serve --demo $(ARGS)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ when publishing through the server API.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -169,7 +170,6 @@ class Node:
         metrics.pushes.inc(pushes)
         metrics.log_position.set(self.head)
         metrics.consumer_lag.set(max(0.0, now - records[-1].timestamp))
-        self.flush()
 
     def on_epoch(self, epoch: str) -> None:
         """The log was recreated: history and positions start over."""
@@ -194,7 +194,10 @@ class Node:
         self.log.quarantine(record, kind, reason)
 
     def mark_dirty(self, conn: Flushable) -> None:
-        """``conn`` has bytes queued; it is flushed at the end of the current batch."""
+        """``conn`` has bytes queued; it is flushed once, after the current loop iteration's
+        batches, so pushes from events that arrive together share one frame."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
         self._dirty.append(conn)
 
     def flush(self) -> None:
