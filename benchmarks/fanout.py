@@ -149,7 +149,7 @@ async def run(subscribers: int, seconds: float, senders: int) -> dict[str, float
         TIDINGS_SERVER_LOG_LEVEL="warning",
     )
     exe = Path(sys.executable).with_name("tidings")
-    server = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env)  # noqa: ASYNC220
+    server = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env)
     proc = psutil.Process(server.pid)
     try:
         async with aiohttp.ClientSession() as http:

@@ -111,13 +111,17 @@ class TokenVerifier:
         return claims
 
     def _expiry(self, claims: dict[str, Any]) -> int:
-        raw = claims["expire_at"] if "expire_at" in claims else claims.get("exp", 0)
+        # A null expire_at is absent (Centrifugo's rule), so exp still applies.
+        raw = claims.get("expire_at")
+        if raw is None:
+            raw = claims.get("exp")
         if raw is None:
             raw = 0
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise TokenError("exp must be a number")
+        # Finite and below 2**53: the SDK reads ttl as a JS number, and int() of inf/NaN raises.
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not abs(raw) < 2**53:
+            raise TokenError("exp must be a number of seconds since the epoch")
         expires_at = int(raw)
-        if expires_at and expires_at + self._leeway < self._clock():
+        if expires_at and expires_at + self._leeway <= self._clock():
             raise TokenError("token expired", expired=True)
         return expires_at
 
@@ -138,9 +142,11 @@ class TokenVerifier:
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise TokenError("channels must be a list of strings")
         info = claims.get("info")
-        return ConnectionClaims(
-            user, expires_at, tuple(channels), None if info is None else orjson.dumps(info)
-        )
+        try:
+            info_json = None if info is None else orjson.dumps(info)
+        except orjson.JSONEncodeError:  # e.g. an integer over 64 bits, valid in JSON
+            raise TokenError("info cannot be encoded") from None
+        return ConnectionClaims(user, expires_at, tuple(channels), info_json)
 
     def subscription(self, token: str, channel: str, user: str, client: str) -> SubscriptionClaims:
         """Verifies a subscription token for ``channel`` held by ``user`` on ``client``.

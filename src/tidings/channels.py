@@ -74,10 +74,11 @@ def check_subscribe(
     """
     if has_valid_token:
         return None
-    if channel.user_limited:
-        return None if user and user in channel.users else ErrorCode.PERMISSION_DENIED
+    # Checked before the user list: a private channel needs a token even when user-limited.
     if channel.private or options.require_subscription_token:
         return ErrorCode.PERMISSION_DENIED
+    if channel.user_limited:
+        return None if user and user in channel.users else ErrorCode.PERMISSION_DENIED
     if not user and not options.allow_anonymous:
         return ErrorCode.PERMISSION_DENIED
     if not options.allow_subscribe:

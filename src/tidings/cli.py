@@ -21,6 +21,7 @@ from typing import Any
 from tidings import __version__
 from tidings.config import Settings, load_settings, masked
 from tidings.errors import ConfigError, TidingsError
+from tidings.router import parse_channel_header
 
 __all__ = ["main"]
 
@@ -153,7 +154,7 @@ def cmd_publish(args: argparse.Namespace, env: dict[str, str]) -> int:
     except json.JSONDecodeError as exc:
         print(f"tidings publish: --data is not JSON: {exc}", file=sys.stderr)
         return 2
-    channels = [c for c in args.channel.split(",") if c]
+    channels = parse_channel_header(args.channel)
     if settings.amqp.url:
         return asyncio.run(_publish_amqp(settings, channels, data))
     key = settings.api.key
@@ -179,14 +180,14 @@ def cmd_publish(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 async def _publish_amqp(settings: Settings, channels: list[str], data: Any) -> int:
     from tidings.log.rabbitmq import RabbitMqLog
-    from tidings.router import CHANNEL_HEADER
+    from tidings.router import CHANNEL_HEADER, encode_channel_header
 
     event_log = RabbitMqLog(settings.amqp)
     try:
         await event_log.append(
             settings.amqp.publish_routing_key,
             json.dumps(data, separators=(",", ":")).encode(),
-            {CHANNEL_HEADER: ",".join(channels)},
+            {CHANNEL_HEADER: encode_channel_header(channels)},
         )
     finally:
         await event_log.close()
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = sub.add_parser("publish", help="publish one event")
     _settings_flags(publish)
-    publish.add_argument("--channel", required=True, help="channel(s), comma-separated")
+    publish.add_argument(
+        "--channel", required=True, help="channel(s), comma-separated or a JSON array"
+    )
     publish.add_argument("--data", required=True, help="JSON payload")
     publish.add_argument(
         "--url", default="http://127.0.0.1:8888", help="node to publish through without RabbitMQ"

@@ -434,9 +434,9 @@ def load_settings(
         file_part = _build(cls, name, merged, from_text=False)
         env_part = text_values.get(name, {})
         cli_part = {
-            k.split(".", 1)[1]: v
+            k.partition(".")[2]: v
             for k, v in (overrides or {}).items()
-            if k.split(".", 1)[0] == name and v is not None
+            if k.partition(".")[0] == name and k.partition(".")[2] and v is not None
         }
         if env_part or cli_part:
             # Later sources win field by field: file < environment < flags.
@@ -447,7 +447,8 @@ def load_settings(
             file_part = cls(**values)
         sections[name] = file_part
     for k in overrides or {}:
-        if k.split(".", 1)[0] not in _SECTIONS:
+        section, _, name = k.partition(".")
+        if section not in _SECTIONS or not name:
             raise ConfigError(k, "unknown setting")
 
     namespaces_raw = raw.get("namespaces", [])
@@ -491,4 +492,5 @@ def masked(settings: Settings) -> dict[str, Any]:
 
 def _mask_url(url: str) -> str:
     """Hides the password of ``amqp://user:password@host``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    # Up to the last "@" of the authority: a raw "@" in the password must not leak its tail.
+    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)

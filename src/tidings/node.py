@@ -26,7 +26,13 @@ from tidings.metrics import Metrics
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
-from tidings.router import CHANNEL_HEADER, Rejected, Router, parse_routes
+from tidings.router import (
+    CHANNEL_HEADER,
+    Rejected,
+    Router,
+    encode_channel_header,
+    parse_routes,
+)
 from tidings.timers import TimerQueue
 
 __all__ = ["Closable", "Flushable", "Node", "PublishError"]
@@ -48,7 +54,7 @@ class Flushable(Protocol):
 class Closable(Protocol):
     """A client connection that can be told to go away."""
 
-    def close(self, code: DisconnectCode) -> None:
+    def close(self, code: DisconnectCode, reason: str = "") -> None:
         """Closes with ``code``."""
 
 
@@ -218,14 +224,14 @@ class Node:
         for channel in channels:
             if not isinstance(channel, str) or self._options_for_name(channel) is None:
                 raise PublishError(f"invalid channel or unknown namespace: {channel!r}")
-            if "," in channel:
-                raise PublishError(f"channel names cannot contain ',': {channel!r}")
         body = orjson.dumps(data)
         limit = self.settings.amqp.max_message_bytes
         if len(body) > limit:
             raise PublishError(f"data of {len(body)} bytes is over the {limit} limit")
         await self.log.append(
-            self.settings.amqp.publish_routing_key, body, {CHANNEL_HEADER: ",".join(channels)}
+            self.settings.amqp.publish_routing_key,
+            body,
+            {CHANNEL_HEADER: encode_channel_header(channels)},
         )
 
     # ------------------------------------------------------------------ session host

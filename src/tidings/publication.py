@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 
-__all__ = ["Publication", "websocket_text_frame"]
+__all__ = ["Publication", "http_chunk", "sse_event_id", "websocket_text_frame"]
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
@@ -22,6 +24,21 @@ def websocket_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def http_chunk(payload: bytes) -> bytes:
+    """``payload`` as one chunk of an HTTP/1.1 chunked body (RFC 9112 §7.1)."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+def sse_event_id(epoch: str, offset: int) -> bytes:
+    """The SSE ``id`` of a position: ``<epoch>:<offset>``, the epoch percent-encoded.
+
+    The epoch is part of the id because a browser echoes the id back verbatim as
+    ``Last-Event-ID``: an offset alone from an earlier incarnation of the log could fall
+    inside the new one's range and be "recovered" with the wrong events.
+    """
+    return b"%b:%d" % (quote(epoch, safe="").encode("ascii"), offset)
+
+
 class Publication:
     """One event on one channel, with lazily built, cached encodings.
 
@@ -37,6 +54,8 @@ class Publication:
         "_push",
         "_push_frame",
         "_sse",
+        "_sse_chunk",
+        "_sse_epoch",
         "_uni",
         "_uni_frame",
         "channel",
@@ -56,6 +75,8 @@ class Publication:
         self._uni: bytes | None = None
         self._uni_frame: bytes | None = None
         self._sse: bytes | None = None
+        self._sse_chunk: bytes | None = None
+        self._sse_epoch = ""
 
     @property
     def pub(self) -> bytes:
@@ -95,12 +116,26 @@ class Publication:
             self._uni_frame = websocket_text_frame(self.uni)
         return self._uni_frame
 
-    @property
-    def sse(self) -> bytes:
-        """A server-sent event whose ``id`` is the position, so ``Last-Event-ID`` resumes."""
-        if self._sse is None:
-            self._sse = b"id: %d\ndata: %b\n\n" % (self.offset, self.uni)
-        return self._sse
+    def sse(self, epoch: str) -> bytes:
+        """A server-sent event: ``id: <epoch>:<offset>``, then ``uni`` as its ``data``.
+
+        Cached for the last epoch asked, which is the node's: every subscriber gets the
+        same bytes, and a publication outlives no epoch change (history is dropped then).
+        """
+        event = self._sse
+        if event is None or epoch != self._sse_epoch:
+            event = b"id: %b\ndata: %b\n\n" % (sse_event_id(epoch, self.offset), self.uni)
+            self._sse = event
+            self._sse_epoch = epoch
+            self._sse_chunk = None
+        return event
+
+    def sse_chunk(self, epoch: str) -> bytes:
+        """``sse(epoch)`` as one HTTP/1.1 chunk, ready for the socket."""
+        event = self.sse(epoch)
+        if self._sse_chunk is None:
+            self._sse_chunk = http_chunk(event)
+        return self._sse_chunk
 
     def __repr__(self) -> str:
         return f"Publication({self.channel!r}, offset={self.offset})"

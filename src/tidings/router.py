@@ -7,7 +7,8 @@ An event is routed by, in this order:
 2. otherwise every configured rule whose routing-key pattern (AMQP topic syntax: ``*`` one word,
    ``#`` zero or more) and header conditions match; its channel templates are filled from
    ``{rk.N}`` (routing-key word N), ``{routing_key}``, ``{headers.NAME}`` and
-   ``{body.PATH.TO.FIELD}``;
+   ``{body.PATH.TO.FIELD}`` (a filled value may not hold ``,`` or ``#``); the first matching
+   rule decides the data;
 3. with no rules configured at all, the routing key itself names the channel.
 
 Pure functions only: no I/O, so every case is unit-tested without a broker.
@@ -31,6 +32,8 @@ __all__ = [
     "Routed",
     "Router",
     "Rule",
+    "encode_channel_header",
+    "parse_channel_header",
     "parse_routes",
     "topic_matches",
 ]
@@ -77,6 +80,28 @@ class Rule:
     def needs_json(self) -> bool:
         """Whether the rule reads inside the body."""
         return self.format == "json"
+
+
+def parse_channel_header(value: str) -> list[str]:
+    """The channels of an ``x-tidings-channel`` header: comma-separated names, or a JSON
+    array of names (needed for channels that contain a comma, like ``dialog#alice,bob``)."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return [text]  # reported as an invalid channel name
+        if isinstance(parsed, list) and all(isinstance(c, str) for c in parsed):
+            return [c for c in parsed if c]
+        return [text]
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def encode_channel_header(channels: Sequence[str]) -> str:
+    """The header value naming ``channels`` (a JSON array when a name holds a comma)."""
+    if any("," in c for c in channels):
+        return orjson.dumps(list(channels)).decode()
+    return ",".join(channels)
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
@@ -145,7 +170,7 @@ def parse_routes(raw: Sequence[Mapping[str, Any]]) -> list[Rule]:
                 match=match,
                 channels=tuple(channels),
                 headers=tuple((str(k), _header_text(v)) for k, v in headers.items()),
-                data=data.removeprefix("body.").removeprefix("body"),
+                data="" if data == "body" else data.removeprefix("body."),
                 format=fmt,
             )
         )
@@ -172,6 +197,10 @@ class _Missing(Exception):
     """A template named a header or body field the event does not have."""
 
 
+class _BadValue(Exception):
+    """A template's value would change the channel's meaning (holds ``,`` or ``#``)."""
+
+
 class Router:
     """Applies the rules to records; one instance per node, stateless per call."""
 
@@ -188,11 +217,12 @@ class Router:
         channels: list[str] = []
         header = record.headers.get(CHANNEL_HEADER)
         if header is not None:
-            channels.extend(c.strip() for c in _header_text(header).split(",") if c.strip())
+            channels.extend(parse_channel_header(_header_text(header)))
         parsed: Any = None
         parsed_ok = False
         data_path = ""
         fmt = "json"
+        decided = False  # the first matching rule decides the data
         try:
             for rule in () if header is not None else self.rules:
                 if not self._applies(rule, record):
@@ -201,12 +231,14 @@ class Router:
                     parsed = orjson.loads(record.body)
                     parsed_ok = True
                 channels.extend(_fill(t, record, parsed) for t in rule.channels)
-                if not data_path and fmt != "text":
-                    data_path, fmt = rule.data, rule.format
+                if not decided:
+                    data_path, fmt, decided = rule.data, rule.format, True
         except orjson.JSONDecodeError as exc:
             return Rejected("not_json", f"body is not JSON: {exc}")
         except _Missing as exc:
             return Rejected("missing_field", str(exc))
+        except _BadValue as exc:
+            return Rejected("bad_channel", str(exc))
         if not self.rules and header is None and record.routing_key:
             channels.append(record.routing_key)
         if not channels:
@@ -261,7 +293,15 @@ def _fill(template: str, record: Record, body: Any) -> str:
             raise _Missing(f"body field {ph[5:]!r} is not a scalar")
         return _header_text(value)
 
-    return _PLACEHOLDER.sub(one, template)
+    def checked(m: re.Match[str]) -> str:
+        # A value fills one name: "," or "#" inside it would widen a user-limited channel
+        # ("user#{body.id}" with id "alice,mallory").
+        value = one(m)
+        if "," in value or "#" in value:
+            raise _BadValue(f"{{{m.group(1)}}} is {value!r}, which cannot be part of a name")
+        return value
+
+    return _PLACEHOLDER.sub(checked, template)
 
 
 def _lookup(body: Any, path: str) -> Any:

@@ -142,6 +142,15 @@ def _str(body: dict[str, Any], name: str, required: bool = False) -> str:
     return value
 
 
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _BadField(f"{name} must be true or false")
+    return value
+
+
 def _position(body: dict[str, Any]) -> RecoverPosition:
     offset = body.get("offset", 0) or 0
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -157,7 +166,7 @@ def _connect(body: dict[str, Any]) -> ConnectRequest:
     for channel, sub in subs_raw.items():
         if not isinstance(sub, dict):
             raise _BadField("subs entries must be objects")
-        if sub.get("recover"):
+        if _bool(sub, "recover"):
             subs[channel] = _position(sub)
     return ConnectRequest(_str(body, "token"), _str(body, "name"), _str(body, "version"), subs)
 
@@ -177,7 +186,7 @@ def decode_connect_request(body: object) -> ConnectRequest:
 
 
 def _subscribe(body: dict[str, Any]) -> SubscribeRequest:
-    recover = bool(body.get("recover", False))
+    recover = _bool(body, "recover")
     return SubscribeRequest(
         _str(body, "channel", required=True),
         _str(body, "token"),

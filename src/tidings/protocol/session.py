@@ -45,6 +45,12 @@ __all__ = ["Session", "SessionHost", "SessionState", "SubscribeOutcome"]
 log = logging.getLogger(__name__)
 
 
+_ADMIT_REASONS = {
+    DisconnectCode.CONNECTION_LIMIT: "connection limit reached "
+    "(client.max_connections_per_user or client.max_connections)",
+}
+
+
 class SessionState(IntEnum):
     """Where a session is in its life."""
 
@@ -113,6 +119,7 @@ class Session:
     __slots__ = (
         "_bidirectional",
         "_close",
+        "_close_reason",
         "_expires_at",
         "_host",
         "_next_ping",
@@ -149,6 +156,7 @@ class Session:
         self._wall_offset = (wall_clock if wall_clock is not None else now) - now
         self._output: list[bytes] = []
         self._close: DisconnectCode | None = None
+        self._close_reason = ""
         self._stale_at = now + settings.stale_timeout
         self._next_ping = 0.0
         self._pong_deadline = 0.0
@@ -171,6 +179,11 @@ class Session:
     def close_code(self) -> DisconnectCode | None:
         """Set once the session wants the connection closed with this code."""
         return self._close
+
+    @property
+    def close_reason(self) -> str:
+        """Plain-text detail of the close (which limit, what was wrong); "" for the default."""
+        return self._close_reason
 
     @property
     def deadline(self) -> float:
@@ -201,7 +214,7 @@ class Session:
             commands = codec.decode_frame(frame, self._settings.max_commands_per_frame)
         except ProtocolError as exc:
             log.debug("client %s sent a bad frame: %s", self.client_id or "-", exc)
-            self._disconnect(DisconnectCode.BAD_REQUEST)
+            self._disconnect(DisconnectCode.BAD_REQUEST, str(exc))
             return
         for command in commands:
             self._handle(command, now)
@@ -256,9 +269,10 @@ class Session:
         self._disconnect(code)
 
     # ------------------------------------------------------------------ commands
-    def _disconnect(self, code: DisconnectCode) -> None:
+    def _disconnect(self, code: DisconnectCode, reason: str = "") -> None:
         if self._close is None:
             self._close = code
+            self._close_reason = reason
         self.closed()
 
     def _reply(self, command: Command, result: dict[str, Any]) -> None:
@@ -273,7 +287,7 @@ class Session:
         method = command.method
         if self.state is SessionState.CONNECTING:
             if method != "connect" or command.request is None:
-                self._disconnect(DisconnectCode.BAD_REQUEST)
+                self._disconnect(DisconnectCode.BAD_REQUEST, "the first command must be connect")
                 return
             assert isinstance(command.request, ConnectRequest)
             result = self._connect(command.request, now, command)
@@ -284,10 +298,15 @@ class Session:
             self._pong_deadline = 0.0
             return
         if method == "connect":
-            self._disconnect(DisconnectCode.BAD_REQUEST)
+            self._disconnect(DisconnectCode.BAD_REQUEST, "already connected")
             return
         if method == "send":
             return  # tidings offers no RPC; a send has no reply by definition
+        if not command.id and method != "?":
+            # Every known command is answered, and an answer needs an id to go to (unknown
+            # ones without an id are ignored, for clients newer than this server).
+            self._disconnect(DisconnectCode.BAD_REQUEST, f"{method} without an id")
+            return
         if command.error:
             self._error(command, ErrorCode.BAD_REQUEST, command.error)
             return
@@ -316,9 +335,12 @@ class Session:
                     self._error(command, ErrorCode.TOKEN_EXPIRED)
                     return None
                 log.info("connection refused: %s", exc.reason)
-                self._disconnect(
-                    DisconnectCode.EXPIRED if exc.expired else DisconnectCode.INVALID_TOKEN
-                )
+                if exc.expired and self._bidirectional:
+                    self._disconnect(DisconnectCode.EXPIRED)
+                else:
+                    # A push-only client would reconnect with the same token forever:
+                    # an expired one is as final for it as an invalid one.
+                    self._disconnect(DisconnectCode.INVALID_TOKEN, exc.reason)
                 return None
         elif self._host.anonymous_allowed():
             claims = ConnectionClaims("", 0, (), None)
@@ -333,7 +355,7 @@ class Session:
         refused = self._host.admit(self)
         if refused is not None:
             self.client_id = ""
-            self._disconnect(refused)
+            self._disconnect(refused, _ADMIT_REASONS.get(refused, ""))
             return None
         self.state = SessionState.CONNECTED
         self._next_ping = now + self._settings.ping_interval
@@ -345,7 +367,7 @@ class Session:
                 log.warning("token of user %r names unknown channel %r", self.user, channel)
                 continue
             if len(self.channels) >= self._settings.max_subscriptions:
-                self._disconnect(DisconnectCode.CHANNEL_LIMIT)
+                self._disconnect(DisconnectCode.CHANNEL_LIMIT, "client.max_subscriptions reached")
                 return None
             outcome = self._host.subscribe(self._subscriber, channel, request.subs.get(channel))
             self.channels.add(channel)

@@ -53,8 +53,8 @@ class Connection(abc.ABC):
         """Several lines as bytes for the socket."""
 
     @abc.abstractmethod
-    def _close_transport(self, code: DisconnectCode) -> None:
-        """Tells the client ``code`` the transport's way and closes the socket."""
+    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+        """Tells the client ``code`` and ``reason`` the transport's way and closes the socket."""
 
     # ------------------------------------------------------------------ hub side
     def deliver(self, pub: Publication) -> None:
@@ -88,7 +88,7 @@ class Connection(abc.ABC):
                 self.session.client_id if self.session else "-",
                 transport.get_write_buffer_size(),
             )
-            self.close(DisconnectCode.SLOW)
+            self.close(DisconnectCode.SLOW, "client.max_queue_bytes exceeded")
 
     # ------------------------------------------------------------------ session side
     def send(self, lines: list[bytes]) -> None:
@@ -109,7 +109,7 @@ class Connection(abc.ABC):
         self.send(session.take_output())
         code = session.close_code
         if code is not None and not self.closing:
-            self.close(code)
+            self.close(code, session.close_reason)
         else:
             self.node.timers.schedule(self, session.deadline)
 
@@ -121,12 +121,14 @@ class Connection(abc.ABC):
         session.tick(now)
         self.send(session.take_output())
         if session.close_code is not None:
-            self.close(session.close_code)
+            self.close(session.close_code, session.close_reason)
             return float("inf")
         return session.deadline
 
-    def close(self, code: DisconnectCode) -> None:
-        """Closes with ``code``: drops the queue, ends the session, tells the client."""
+    def close(self, code: DisconnectCode, reason: str = "") -> None:
+        """Closes with ``code``: drops the queue, ends the session, tells the client.
+
+        ``reason`` is plain text (never JSON: the SDK would read it as legacy advice)."""
         if self.closing:
             return
         self.closing = True
@@ -136,7 +138,7 @@ class Connection(abc.ABC):
         self.node.metrics.disconnects.labels(str(int(code))).inc()
         if self.session is not None:
             self.session.disconnect(code)
-        self._close_transport(code)
+        self._close_transport(code, (reason or code.reason)[:120])
 
     def finished(self) -> None:
         """The socket is gone: release the session and the timers."""

@@ -49,17 +49,17 @@ class WebSocketConnection(Connection):
     def _frame(self, lines: list[bytes]) -> bytes:
         return websocket_text_frame(b"\n".join(lines))
 
-    def _close_transport(self, code: DisconnectCode) -> None:
-        asyncio.get_running_loop().create_task(self._close_ws(code))
+    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+        asyncio.get_running_loop().create_task(self._close_ws(code, reason))
 
-    async def _close_ws(self, code: DisconnectCode) -> None:
+    async def _close_ws(self, code: DisconnectCode, reason: str) -> None:
         # A slow client may never read the close frame; abort after a grace period so its
         # buffered bytes are freed either way.
         with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
             await asyncio.wait_for(
-                self.ws.close(code=int(code), message=code.reason.encode()), _CLOSE_GRACE
+                self.ws.close(code=int(code), message=reason.encode()), _CLOSE_GRACE
             )
-        if not self.transport.is_closing():
+        if self.transport.get_write_buffer_size() or not self.transport.is_closing():
             self.transport.abort()
 
 
