@@ -22,8 +22,10 @@ from aiohttp import web
 
 from tidings.api import add_routes
 from tidings.config import Settings
+from tidings.demo import add_demo_routes
 from tidings.log.base import Log
 from tidings.node import Node
+from tidings.transport.sse import add_sse_routes
 from tidings.transport.websocket import handle_uni_websocket, handle_websocket
 
 __all__ = ["create_app", "make_log", "run"]
@@ -53,7 +55,8 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     app["node"] = node
     app.router.add_get("/connection/websocket", handle_websocket)
     app.router.add_get("/connection/uni_websocket", handle_uni_websocket)
-    _add_optional_routes(app, settings)
+    add_sse_routes(app)
+    add_demo_routes(app, settings)
     add_routes(app)
 
     async def start(app: web.Application) -> None:
@@ -69,22 +72,6 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     app.on_shutdown.append(drain)
     app.on_cleanup.append(stop)
     return app
-
-
-def _add_optional_routes(app: web.Application, settings: Settings) -> None:
-    """Routes of modules that may be absent from a trimmed install (SSE, demo)."""
-    try:
-        from tidings.transport.sse import add_sse_routes
-    except ImportError:
-        pass
-    else:
-        add_sse_routes(app)
-    try:
-        from tidings.demo import add_demo_routes
-    except ImportError:
-        pass
-    else:
-        add_demo_routes(app, settings)
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -1,0 +1,166 @@
+"""The demo page: the original story, invoicing events as toasts in each user's browser.
+
+In demo mode (``tidings serve --demo``) ``/`` serves a static page (no build step, nothing
+from the network) and two helpers that only a demo may offer:
+
+- ``GET /demo/token?user=alice`` mints a short-lived connection token for ``alice`` whose
+  server-side channel is ``user#alice``; the page opens ``/events?token=...`` with it.
+- ``POST /demo/publish`` ``{"user": "bob", "kind": "invoice.paid", "invoice": 12,
+  "amount": "120.00"}`` publishes a sample event to ``user#bob`` through the node, the
+  path every event takes (into RabbitMQ when it is configured).
+
+Outside demo mode neither helper exists and ``/`` answers a short JSON pointer to the
+endpoints and the docs.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import hdrs, web
+
+from tidings import __version__
+from tidings.auth import mint_token
+from tidings.config import Settings
+from tidings.node import Node, PublishError
+from tidings.transport.origin import origin_allowed
+
+__all__ = ["DEMO_TOKEN_TTL", "KINDS", "add_demo_routes"]
+
+#: Seconds a demo token lives; the page fetches a new one whenever it (re)opens its stream.
+DEMO_TOKEN_TTL = 900
+#: The sample invoicing events the page can send.
+KINDS = ("invoice.created", "invoice.sent", "invoice.paid", "invoice.overdue")
+
+_HERE = Path(__file__).resolve().parent
+_USER = re.compile(r"^[a-z0-9_-]{1,32}$")
+_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
+_STATIC = {
+    "/demo/demo.js": ("demo.js", "text/javascript"),
+    "/demo/demo.css": ("demo.css", "text/css"),
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(_HERE / "index.html", headers=_PAGE_HEADERS)
+
+
+async def _static(request: web.Request) -> web.StreamResponse:
+    name, content_type = _STATIC[request.path]
+    return web.FileResponse(
+        _HERE / name, headers={**_PAGE_HEADERS, hdrs.CONTENT_TYPE: content_type}
+    )
+
+
+async def _pointer(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "service": "tidings",
+            "version": __version__,
+            "endpoints": [
+                "/connection/websocket",
+                "/connection/uni_websocket",
+                "/connection/uni_sse",
+                "/events",
+                "/api/publish",
+                "/api/broadcast",
+                "/metrics",
+                "/healthz",
+                "/readyz",
+            ],
+            "docs": "README.md: quick start, configuration, client protocol, operations",
+            "demo": "the demo page is served here in demo mode (tidings serve --demo)",
+        }
+    )
+
+
+async def _token(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    secret = node.settings.auth.hmac_secret
+    if not secret:
+        return _error(503, "demo tokens are signed with auth.hmac_secret, which is not set")
+    user = request.query.get("user", "")
+    if not _USER.match(user):
+        return _error(400, "user must be 1-32 characters of a-z, 0-9, '_' or '-'")
+    channel = f"user#{user}"
+    token = mint_token(secret, user, ttl=DEMO_TOKEN_TTL, channels=[channel], clock=node.clock)
+    return web.json_response(
+        {"token": token, "user": user, "channels": [channel], "expires_in": DEMO_TOKEN_TTL},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _amount(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = str(value)
+    if not _AMOUNT.match(text):
+        return None
+    try:
+        return f"{Decimal(text):.2f}"
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+        return None
+
+
+async def _publish(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    origin = request.headers.get(hdrs.ORIGIN)
+    if not origin_allowed(
+        origin, request.headers.get(hdrs.HOST), node.settings.server.allowed_origins
+    ):
+        return _error(403, "origin not allowed")
+    if request.content_type != "application/json":
+        # Also keeps a cross-site form from posting here: JSON needs a CORS preflight.
+        return _error(415, "send the event as application/json")
+    try:
+        body: Any = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    user, kind, invoice = body.get("user"), body.get("kind"), body.get("invoice")
+    amount = _amount(body.get("amount"))
+    if not isinstance(user, str) or not _USER.match(user):
+        return _error(400, "user must be 1-32 characters of a-z, 0-9, '_' or '-'")
+    if kind not in KINDS:
+        return _error(400, f"kind must be one of {', '.join(KINDS)}")
+    if isinstance(invoice, bool) or not isinstance(invoice, int) or not 0 < invoice < 10**9:
+        return _error(400, "invoice must be a whole number from 1 to 999999999")
+    if amount is None:
+        return _error(400, 'amount must be a decimal like "120.00"')
+    channel = f"user#{user}"
+    event = {"kind": kind, "invoice": invoice, "amount": amount, "user": user}
+    try:
+        await node.publish([channel], event)
+    except PublishError as exc:
+        return _error(400, str(exc))
+    return web.json_response({"result": {"channel": channel, "data": event}})
+
+
+def add_demo_routes(app: web.Application, settings: Settings) -> None:
+    """Registers ``/``: the demo page and its helpers in demo mode, else a JSON pointer."""
+    if not settings.server.demo:
+        app.router.add_get("/", _pointer)
+        return
+    app.router.add_get("/", _index)
+    for path in _STATIC:
+        app.router.add_get(path, _static)
+    app.router.add_get("/demo/token", _token)
+    app.router.add_post("/demo/publish", _publish)

@@ -1,0 +1,281 @@
+// The tidings demo page: one EventSource per tab, toasts for the chosen user's events.
+//
+// The stream is /events?token=…; every event carries `id: <epoch>:<position>`, so the
+// browser's own reconnects send Last-Event-ID and resume. A reopen by this page (the
+// "drop connection" button, a new token) passes the id as ?last_event_id=, because a
+// browser sends the header only on its own reconnects.
+'use strict';
+
+(() => {
+  const params = new URLSearchParams(window.location.search);
+  const USERS = ['alice', 'bob', 'carol'];
+  const DROP_SECONDS = Number(params.get('reconnect_delay') || 4);
+  const TOAST_MS = 8000;
+  const MAX_TOASTS = 4;  // the feed keeps every event
+  const VERBS = {
+    'invoice.created': 'created',
+    'invoice.sent': 'sent',
+    'invoice.paid': 'paid',
+    'invoice.overdue': 'is overdue',
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    user: USERS.includes(params.get('user')) ? params.get('user') : 'alice',
+    source: null,       // the open EventSource
+    generation: 0,      // bumps on every (re)open; stale callbacks compare against it
+    lastEventId: '',    // "<epoch>:<position>", echoed back on reopen
+    head: 0,            // the position at connect: events at or below it were replayed
+    seen: new Set(),    // channel:position of every publication shown
+    timer: null,
+    retries: 0,
+  };
+
+  // ------------------------------------------------------------------ status
+  function setStatus(kind, text) {
+    $('status').dataset.state = kind;
+    $('status-text').textContent = text;
+    $('drop').disabled = kind !== 'live';
+  }
+
+  function showPosition() {
+    const id = state.lastEventId;
+    $('last-id').textContent = id || '–';
+    $('position').textContent = id ? id.slice(id.lastIndexOf(':') + 1) : '–';
+  }
+
+  // ------------------------------------------------------------------ stream
+  async function open(resumeFrom) {
+    clearTimeout(state.timer);
+    const generation = ++state.generation;
+    setStatus('connecting', resumeFrom ? 'Reconnecting…' : 'Connecting…');
+    let token;
+    try {
+      const response = await fetch(`/demo/token?user=${encodeURIComponent(state.user)}`);
+      if (!response.ok) throw new Error(`token request failed (${response.status})`);
+      token = (await response.json()).token;
+    } catch (error) {
+      if (generation === state.generation) retryLater(`Offline: ${error.message}`);
+      return;
+    }
+    if (generation !== state.generation) return;  // the user switched meanwhile
+    let url = `/events?token=${encodeURIComponent(token)}`;
+    if (resumeFrom) url += `&last_event_id=${encodeURIComponent(resumeFrom)}`;
+    const source = new EventSource(url);
+    state.source = source;
+    source.onmessage = (event) => {
+      if (generation === state.generation) onMessage(event);
+    };
+    source.addEventListener('gap', (event) => {
+      if (generation === state.generation) onGap(event);
+    });
+    source.onerror = () => {
+      if (generation !== state.generation) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (e.g. an expired token): the browser gives up, so this page retries.
+        retryLater('Connection refused; retrying…');
+      } else {
+        setStatus('reconnecting', 'Connection lost; the browser is reconnecting…');
+      }
+    };
+  }
+
+  function close() {
+    state.generation++;
+    clearTimeout(state.timer);
+    if (state.source) state.source.close();
+    state.source = null;
+  }
+
+  function retryLater(text) {
+    close();
+    const delay = Math.min(30, 2 ** state.retries++);
+    setStatus('offline', `${text} (retry in ${delay} s)`);
+    const generation = state.generation;
+    state.timer = setTimeout(() => {
+      if (generation === state.generation) open(state.lastEventId);
+    }, delay * 1000);
+  }
+
+  function onMessage(event) {
+    if (event.lastEventId) state.lastEventId = event.lastEventId;
+    const push = JSON.parse(event.data);
+    if (push.connect) {
+      state.retries = 0;
+      const sub = (push.connect.subs || {})[`user#${state.user}`] || {};
+      state.head = sub.offset || 0;
+      $('client').textContent = push.connect.client.slice(0, 8);
+      setStatus('live', sub.was_recovering ? 'Live · caught up after reconnect' : 'Live');
+    } else if (push.pub) {
+      onPublication(push.channel, push.pub);
+    } else if (push.disconnect) {
+      setStatus('reconnecting', `Server closed the stream: ${push.disconnect.reason}`);
+    }
+    showPosition();
+  }
+
+  function onGap(event) {
+    if (event.lastEventId) state.lastEventId = event.lastEventId;
+    const gap = JSON.parse(event.data);
+    // A real application reloads this channel's state from its own API here.
+    addDivider(`Missed events on ${gap.channel} could not be replayed (the server restarted?). ` +
+      'A real app would reload its state now.');
+    toast('Some events could not be recovered', 'Reloading state is up to the app.', 'warning');
+    showPosition();
+  }
+
+  // ------------------------------------------------------------------ events
+  function describe(data) {
+    if (data && VERBS[data.kind]) {
+      return `Invoice #${data.invoice} ${VERBS[data.kind]} — $${data.amount}`;
+    }
+    return JSON.stringify(data);
+  }
+
+  function onPublication(channel, pub) {
+    const key = `${channel}:${pub.offset}`;
+    const duplicate = state.seen.has(key);
+    state.seen.add(key);
+    const replayed = pub.offset <= state.head;
+    const text = describe(pub.data);
+    addEvent(text, pub, { replayed, duplicate });
+    if (!duplicate) {
+      toast(text, replayed ? 'Missed while disconnected, delivered on reconnect' : `for ${state.user}`,
+        pub.data && pub.data.kind === 'invoice.overdue' ? 'warning' : 'info');
+    }
+  }
+
+  function addEvent(text, pub, { replayed, duplicate }) {
+    const item = document.createElement('li');
+    item.className = 'event';
+    item.dataset.offset = String(pub.offset);
+    item.dataset.kind = (pub.data && pub.data.kind) || '';
+    const main = document.createElement('span');
+    main.className = 'event-text';
+    main.textContent = text;
+    const meta = document.createElement('span');
+    meta.className = 'event-meta';
+    meta.textContent = `#${pub.offset} · ${new Date().toLocaleTimeString()}`;
+    item.append(main);
+    if (replayed) item.append(tag('replayed', 'recovered'));
+    if (duplicate) item.append(tag('duplicate', 'duplicate!'));
+    item.append(meta);
+    prepend(item);
+  }
+
+  function addDivider(text) {
+    const item = document.createElement('li');
+    item.className = 'divider';
+    item.textContent = text;
+    prepend(item);
+  }
+
+  function tag(kind, text) {
+    const span = document.createElement('span');
+    span.className = `tag ${kind}`;
+    span.textContent = text;
+    return span;
+  }
+
+  function prepend(item) {
+    const feed = $('feed');
+    feed.prepend(item);
+    while (feed.children.length > 200) feed.lastElementChild.remove();
+    const count = feed.querySelectorAll('.event').length;
+    $('feed-count').textContent = `${count} event${count === 1 ? '' : 's'}`;
+    $('feed-empty').hidden = feed.children.length > 0;
+  }
+
+  function toast(title, detail, tone) {
+    const box = document.createElement('div');
+    box.className = `toast ${tone}`;
+    box.setAttribute('role', 'status');
+    const strong = document.createElement('strong');
+    strong.textContent = title;
+    const small = document.createElement('span');
+    small.textContent = detail;
+    box.append(strong, small);
+    box.addEventListener('click', () => box.remove());
+    const stack = $('toasts');
+    stack.append(box);
+    while (stack.children.length > MAX_TOASTS) stack.firstElementChild.remove();
+    setTimeout(() => box.classList.add('leaving'), TOAST_MS - 300);
+    setTimeout(() => box.remove(), TOAST_MS);
+  }
+
+  // ------------------------------------------------------------------ controls
+  function selectUser(user) {
+    close();
+    state.user = user;
+    state.lastEventId = '';
+    state.head = 0;
+    state.seen.clear();
+    state.retries = 0;
+    $('feed').replaceChildren();
+    prepend(Object.assign(document.createElement('li'), {
+      className: 'divider', textContent: `Signed in as ${user}`,
+    }));
+    for (const button of document.querySelectorAll('.user')) {
+      button.setAttribute('aria-checked', String(button.dataset.user === user));
+    }
+    $('channel').textContent = `user#${user}`;
+    $('client').textContent = '–';
+    const other = USERS.find((u) => u !== user);
+    $('other-tab').href = `/?user=${other}`;
+    $('other-tab').textContent = `Open as ${other}`;
+    const url = new URL(window.location.href);
+    url.searchParams.set('user', user);
+    window.history.replaceState(null, '', url);
+    showPosition();
+    open('');
+  }
+
+  function drop() {
+    close();
+    let left = DROP_SECONDS;
+    const tick = () => {
+      if (left <= 0) {
+        open(state.lastEventId);
+        return;
+      }
+      setStatus('dropped', `Disconnected · reopening in ${left} s`);
+      left -= 1;
+      state.timer = setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const body = {
+      user: $('to').value,
+      kind: $('kind').value,
+      invoice: Number($('invoice').value),
+      amount: $('amount').value.trim(),
+    };
+    const result = $('send-result');
+    try {
+      const response = await fetch('/demo/publish', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error || response.statusText);
+      result.textContent = `Sent to ${body.user}: ${describe(answer.result.data)}`;
+      $('invoice').value = String(body.invoice + 1);
+    } catch (error) {
+      result.textContent = `Not sent: ${error.message}`;
+    }
+  }
+
+  for (const button of document.querySelectorAll('.user')) {
+    button.addEventListener('click', () => {
+      if (button.dataset.user !== state.user) selectUser(button.dataset.user);
+    });
+  }
+  $('drop').addEventListener('click', drop);
+  $('send-form').addEventListener('submit', send);
+  $('to').value = USERS.find((u) => u !== state.user);
+  selectUser(state.user);
+})();

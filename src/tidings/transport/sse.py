@@ -1,0 +1,447 @@
+"""Server-sent events: ``/connection/uni_sse`` and ``/events``, for a native ``EventSource``.
+
+Both endpoints stream ``text/event-stream``; they differ only in how the client connects:
+
+- ``/connection/uni_sse`` (compatible with the Centrifugo unidirectional SSE transport):
+  the connect request is the ``cf_connect`` query parameter (URL-encoded JSON) or, with
+  POST, the JSON body. Keep-alives are ``data: {}`` events, as that protocol has them.
+- ``/events``: the connection token comes from ``?token=``, the ``tidings_token`` cookie or
+  ``Authorization: Bearer`` (non-browser clients). Keep-alives are ``: ping`` comments,
+  which an ``EventSource`` swallows.
+
+Either way the channels are the token's server-side ``channels`` claim: a push-only client
+cannot subscribe by itself. The first event is the connect push (``{"connect": {...}}``),
+then every publication as its unidirectional push (``{"channel": ..., "pub": ...}``).
+
+**Ids and recovery.** Every event that carries a position has ``id: <epoch>:<offset>``,
+so a browser that reconnects by itself sends ``Last-Event-ID`` and the stream resumes
+where it stopped (``?last_event_id=`` does the same for a page that reopens the stream
+itself, since a browser sends the header only on its own reconnects). The epoch is in the
+id because the position alone cannot tell incarnations of the log apart: after a restart
+of the memory log positions begin again at 1, and an old position could fall inside the
+new range. A bare number is accepted too and means "this epoch". One position serves all
+of the stream's channels (a position is an offset in the one log). The server recovers
+each channel from it through the node's atomic subscribe-and-snapshot, replays what was
+missed in position order, each event with its own id, and then goes live, so nothing is
+lost or repeated. A channel that cannot be recovered (another epoch, a position older than
+its history) gets a named ``gap`` event, ``{"channel", "recovered": false, "epoch",
+"offset"}``: the page reloads that channel's state; events after ``offset`` will follow.
+A ``Last-Event-ID`` takes precedence over the positions in ``cf_connect``, which an
+``EventSource`` repeats unchanged on every reconnect.
+
+The connect event has an id as well: the position from which the stream is complete
+(the recovered position, else the node's current one), so a client that drops before its
+first publication still resumes without loss.
+
+**Writes.** The response headers go out through aiohttp (``StreamResponse.prepare``);
+the body is then written straight to the socket by :class:`SseConnection`, the shared
+per-connection writer, in HTTP/1.1 chunked encoding (close-delimited for HTTP/1.0, as
+some proxies still speak it to their upstreams). A publication caches its event and that
+event as a complete chunk, so one bytes object serves every SSE subscriber, and a client
+whose unsent bytes pass ``client.max_queue_bytes`` is cut (3008) as on WebSocket.
+Errors before the stream starts (bad token, limits) are plain HTTP statuses, which stop
+an ``EventSource`` instead of making it retry forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import hdrs, web
+
+from tidings.auth import ConnectionClaims, SubscriptionClaims
+from tidings.channels import ChannelName
+from tidings.codes import DisconnectCode
+from tidings.config import ChannelOptions
+from tidings.hub import Subscriber
+from tidings.node import Node
+from tidings.protocol.codec import ProtocolError, decode_connect_request
+from tidings.protocol.messages import ConnectRequest, RecoverPosition
+from tidings.protocol.session import Session, SubscribeOutcome
+from tidings.publication import Publication, http_chunk, sse_event_id
+from tidings.transport.connection import Connection
+from tidings.transport.gate import refuse_early
+from tidings.transport.origin import origin_allowed
+
+__all__ = ["SseConnection", "add_sse_routes", "parse_event_id"]
+
+TOKEN_COOKIE = "tidings_token"
+_EVENT_PING = b": ping\n\n"
+_UNI_PING = b"data: {}\n\n"
+_CLOSE_GRACE = 2.0
+_OFFSET = re.compile(r"^[0-9]{1,18}$")
+#: The position of an id we cannot read: no log has this epoch, so recovery fails plainly.
+_UNREADABLE = RecoverPosition(0, "\x00")
+_REFUSAL_STATUS = {
+    DisconnectCode.INVALID_TOKEN: 401,  # expired tokens too: a retry cannot succeed
+    DisconnectCode.SHUTDOWN: 503,
+    DisconnectCode.CONNECTION_LIMIT: 503,
+}
+
+
+def parse_event_id(text: str) -> RecoverPosition:
+    """The position named by an SSE id: ``<epoch>:<offset>``, or a bare offset (any epoch).
+
+    An unreadable id yields a position that never recovers, so the client is told of a
+    gap rather than silently given a fresh stream.
+    """
+    epoch, _, offset = text.strip().rpartition(":")
+    if not _OFFSET.match(offset):
+        return _UNREADABLE
+    if not epoch:
+        return RecoverPosition(int(offset), "")
+    return RecoverPosition(int(offset), unquote(epoch))
+
+
+class SseConnection(Connection):
+    """One event stream: pushes as SSE events, optionally inside HTTP chunks.
+
+    Nothing is written before :meth:`start` (the response headers must go first); what
+    is queued meanwhile waits in order.
+    """
+
+    __slots__ = ("_chunked", "_done", "_ping", "_started")
+
+    kind = "sse"
+
+    def __init__(
+        self, node: Node, transport: asyncio.Transport, *, chunked: bool, ping: bytes
+    ) -> None:
+        super().__init__(node, transport)
+        self._chunked = chunked
+        self._ping = ping
+        self._started = False
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------------ encoding hooks
+    def _line(self, pub: Publication) -> bytes:
+        return pub.sse(self.node.log.epoch)
+
+    def _single_frame(self, pub: Publication) -> bytes:
+        epoch = self.node.log.epoch
+        return pub.sse_chunk(epoch) if self._chunked else pub.sse(epoch)
+
+    def _frame(self, lines: list[bytes]) -> bytes:
+        body = b"".join(lines)
+        return http_chunk(body) if self._chunked else body
+
+    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+        transport = self.transport
+        if self._started and not transport.is_closing():
+            if code is DisconnectCode.SLOW:
+                # Its buffer is full; more bytes would only wait behind the rest.
+                transport.abort()
+            else:
+                push = {"code": int(code), "reason": reason, "reconnect": code.reconnect}
+                transport.write(self._frame([_data(orjson.dumps({"disconnect": push}))]))
+        self._end()
+
+    # ------------------------------------------------------------------ writer
+    def send(self, lines: list[bytes]) -> None:
+        """Queues the session's output (after connecting, only pings) as events."""
+        self.queue_events([self._ping if line == b"{}" else _data(line) for line in lines])
+
+    def queue_events(self, events: list[bytes]) -> None:
+        """Queues complete SSE events after whatever is pending."""
+        super().send(events)
+
+    def flush(self) -> None:
+        if self._started:
+            super().flush()
+
+    def start(self, request: web.Request) -> None:
+        """The headers are out: writes what is queued and watches for the client leaving."""
+        protocol = request.protocol
+        if protocol.transport is None or self.transport.is_closing():
+            self._end()
+            return
+        # An event stream never reads the request again; take over its input like a
+        # WebSocket upgrade does, to learn the moment the client goes (feed_eof).
+        protocol.set_parser(cast(Any, _Hangup(self._end)))
+        self._started = True
+        self.flush()
+
+    async def wait(self) -> None:
+        """Returns when the client left or the connection was closed."""
+        await self._done
+
+    def _end(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+class _Hangup:
+    """Stands in as the request's payload parser: drops input, reports the end of input."""
+
+    def __init__(self, on_eof: Callable[[], None]) -> None:
+        self._on_eof = on_eof
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._on_eof()
+
+
+def _data(line: bytes) -> bytes:
+    return b"data: %b\n\n" % line
+
+
+@dataclasses.dataclass(slots=True)
+class _Subscribed:
+    requested: RecoverPosition | None
+    outcome: SubscribeOutcome
+
+
+class _StreamHost:
+    """The node as an SSE session's host.
+
+    Two differences, both at the point where a server-side subscription reaches the node:
+    the stream's one position (its last event id) applies to every channel, although the
+    session learns the channels only from the token; and the recovered publications are
+    kept here, to be replayed as events of their own with their ids, instead of riding
+    inside the connect push.
+    """
+
+    def __init__(self, node: Node, since: RecoverPosition | None) -> None:
+        self._node = node
+        self._since = since
+        self.subscribed: dict[str, _Subscribed] = {}
+
+    def subscribe(
+        self, sub: Subscriber, channel: str, recover: RecoverPosition | None
+    ) -> SubscribeOutcome:
+        if self._since is not None:
+            recover = self._since
+        outcome = self._node.subscribe(sub, channel, recover)
+        self.subscribed[channel] = _Subscribed(recover, outcome)
+        recovery = outcome.recovery
+        if recovery is None or not recovery.publications:
+            return outcome
+        return dataclasses.replace(outcome, recovery=dataclasses.replace(recovery, publications=()))
+
+    def authenticate(self, token: str) -> ConnectionClaims:
+        return self._node.authenticate(token)
+
+    def verify_subscription(
+        self, token: str, channel: str, user: str, client: str
+    ) -> SubscriptionClaims:
+        return self._node.verify_subscription(token, channel, user, client)
+
+    def channel_options(self, channel: ChannelName) -> ChannelOptions | None:
+        return self._node.channel_options(channel)
+
+    def anonymous_allowed(self) -> bool:
+        return self._node.anonymous_allowed()
+
+    def admit(self, session: Session) -> DisconnectCode | None:
+        return self._node.admit(session)
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        self._node.unsubscribe(sub, channel)
+
+    def release(self, session: Session) -> None:
+        self._node.release(session)
+
+    def opening_events(self, connect_push: bytes) -> list[bytes]:
+        """The connect event, the replayed publications in order, then one gap event per
+        channel that could not be recovered."""
+        epoch = self._node.log.epoch
+        head = self._node.head
+        replay: list[Publication] = []
+        gaps: list[str] = []
+        resumed_from: int | None = None
+        for channel, entry in self.subscribed.items():
+            recovery = entry.outcome.recovery
+            if recovery is None:
+                continue
+            if not recovery.recovered:
+                gaps.append(channel)
+                continue
+            replay.extend(recovery.publications)
+            if entry.requested is not None:
+                offset = entry.requested.offset
+                resumed_from = offset if resumed_from is None else min(resumed_from, offset)
+        # Publications of several channels share one log order; a stable sort keeps it.
+        replay.sort(key=lambda pub: pub.offset)
+        start = head if resumed_from is None else resumed_from
+        events = [b"id: %b\ndata: %b\n\n" % (sse_event_id(epoch, start), connect_push)]
+        events.extend(pub.sse(epoch) for pub in replay)
+        for channel in gaps:
+            gap = {"channel": channel, "recovered": False, "epoch": epoch, "offset": head}
+            events.append(
+                b"id: %b\nevent: gap\ndata: %b\n\n" % (sse_event_id(epoch, head), orjson.dumps(gap))
+            )
+        return events
+
+
+# ---------------------------------------------------------------------- requests
+class _BadRequest(ValueError):
+    pass
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _since(request: web.Request) -> RecoverPosition | None:
+    # The header is the browser's own reconnect, so it is newer than anything in the URL.
+    text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    return parse_event_id(text) if text else None
+
+
+async def _uni_connect_request(request: web.Request) -> ConnectRequest:
+    if request.method == hdrs.METH_POST:
+        limit = request.app["node"].settings.client.max_frame_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _BadRequest(f"connect request over {limit} bytes")
+        raw: str | bytes = await request.read()
+    else:
+        raw = request.query.get("cf_connect", "")
+        if not raw:
+            raise _BadRequest("cf_connect query parameter (connect request JSON) is missing")
+    try:
+        return decode_connect_request(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(f"connect request is not JSON: {exc}") from None
+    except ProtocolError as exc:
+        raise _BadRequest(str(exc)) from None
+
+
+def _events_connect_request(request: web.Request) -> ConnectRequest:
+    token = (
+        _bearer(request) or request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
+    )
+    return ConnectRequest(token=token, name="sse")
+
+
+def _cors(request: web.Request, node: Node) -> dict[str, str]:
+    """CORS response headers for an allowed cross-origin request, else none."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or not origin_allowed(
+        origin, request.headers.get(hdrs.HOST), node.settings.server.allowed_origins
+    ):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+def _json_error(
+    status: int, message: str, headers: Mapping[str, str], **extra: Any
+) -> web.Response:
+    body = orjson.dumps({"error": message, **extra})
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    cors = _cors(request, node)
+    if not cors:
+        return _json_error(403, "origin not allowed", {})
+    return web.Response(
+        status=204,
+        headers={
+            **cors,
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
+    node: Node = request.app["node"]
+    early = refuse_early(request, node)
+    if early is not None:
+        return early
+    cors = _cors(request, node)
+    try:
+        connect = (
+            _events_connect_request(request) if native else await _uni_connect_request(request)
+        )
+    except _BadRequest as exc:
+        return _json_error(400, str(exc), cors)
+    transport = request.transport
+    if transport is None:  # the client left already
+        return web.Response(status=400)
+    chunked = request.version >= (1, 1)
+    conn = SseConnection(
+        node, transport, chunked=chunked, ping=_EVENT_PING if native else _UNI_PING
+    )
+    host = _StreamHost(node, _since(request))
+    now = node.monotonic()
+    session = Session(
+        host, conn, node.settings.client, now, bidirectional=False, wall_clock=node.clock()
+    )
+    conn.session = session
+    # Connect before the response starts, so that a refusal is an HTTP status.
+    session.connect_unidirectional(connect, now)
+    code = session.close_code
+    if code is not None:
+        conn.finished()
+        reason = session.close_reason or code.reason
+        return _json_error(_REFUSAL_STATUS.get(code, 400), reason, cors, code=int(code))
+    # Synchronously after the subscribe: nothing live can be queued before the replay.
+    conn.queue_events(host.opening_events(b"".join(session.take_output())))
+    response = web.StreamResponse(
+        headers={
+            **cors,
+            hdrs.CACHE_CONTROL: "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+    response.force_close()  # the connection ends with the stream
+    if chunked:
+        response.enable_chunked_encoding()
+    gauge = node.metrics.connections.labels(conn.kind)
+    gauge.inc()
+    node.live.add(conn)
+    try:
+        await response.prepare(request)
+        conn.start(request)
+        node.timers.schedule(conn, session.deadline)
+        await conn.wait()
+    except ConnectionError:
+        pass
+    finally:
+        conn.finished()
+        node.live.discard(conn)
+        gauge.dec()
+    if response.prepared and not transport.is_closing():
+        # Ends the chunked body; a client that does not read it is not waited for long.
+        try:
+            await asyncio.wait_for(response.write_eof(), _CLOSE_GRACE)
+        except (TimeoutError, ConnectionError):
+            transport.abort()
+    return response
+
+
+async def handle_uni_sse(request: web.Request) -> web.StreamResponse:
+    """``/connection/uni_sse``: the connect request in ``cf_connect`` or a POST body."""
+    return await _serve(request, native=False)
+
+
+async def handle_events(request: web.Request) -> web.StreamResponse:
+    """``/events``: the token in ``?token=``, the ``tidings_token`` cookie or a bearer header."""
+    return await _serve(request, native=True)
+
+
+def add_sse_routes(app: web.Application) -> None:
+    """Registers both event-stream endpoints and their CORS preflights."""
+    app.router.add_get("/connection/uni_sse", handle_uni_sse, allow_head=False)
+    app.router.add_post("/connection/uni_sse", handle_uni_sse)
+    app.router.add_get("/events", handle_events, allow_head=False)
+    for path in ("/connection/uni_sse", "/events"):
+        app.router.add_route(hdrs.METH_OPTIONS, path, _preflight)
