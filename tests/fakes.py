@@ -15,7 +15,7 @@ import orjson
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName
-from tidings.codes import DisconnectCode
+from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import (
     AuthSettings,
     ChannelOptions,
@@ -106,6 +106,7 @@ class FakeHost:
         self.refuse: DisconnectCode | None = None
         self.admitted: list[Session] = []
         self.released: list[Session] = []
+        self.errors: list[ErrorCode] = []
         self.subscribe_calls: list[tuple[Subscriber, str, RecoverPosition | None]] = []
 
     # SessionHost
@@ -152,6 +153,9 @@ class FakeHost:
 
     def release(self, session: Session) -> None:
         self.released.append(session)
+
+    def count_error(self, code: ErrorCode) -> None:
+        self.errors.append(code)
 
     # test helpers
     def _options(self, channel: str) -> ChannelOptions:

@@ -17,7 +17,7 @@ import orjson
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, parse_channel
-from tidings.codes import DisconnectCode
+from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
 from tidings.history import History
 from tidings.hub import Hub, Subscriber
@@ -320,3 +320,7 @@ class Node:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
+        self.metrics.subscriptions.set(self.hub.subscriptions)
+
+    def count_error(self, code: ErrorCode) -> None:
+        self.metrics.errors.labels(str(int(code))).inc()

@@ -102,6 +102,9 @@ class SessionHost(Protocol):
     def release(self, session: Session) -> None:
         """Forgets a session that closed (after its subscriptions were removed)."""
 
+    def count_error(self, code: ErrorCode) -> None:
+        """Counts an error reply (metrics)."""
+
 
 class Session:
     """One client connection's protocol state.
@@ -280,6 +283,7 @@ class Session:
             self._output.append(codec.encode_reply(command.id, command.method, result))
 
     def _error(self, command: Command, code: ErrorCode, message: str = "") -> None:
+        self._host.count_error(code)
         if command.id:
             self._output.append(codec.encode_error(command.id, code, message))
 

@@ -57,7 +57,7 @@ from aiohttp import hdrs, web
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
-from tidings.codes import DisconnectCode
+from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions
 from tidings.hub import Subscriber
 from tidings.node import Node
@@ -248,6 +248,9 @@ class _StreamHost:
 
     def release(self, session: Session) -> None:
         self._node.release(session)
+
+    def count_error(self, code: ErrorCode) -> None:
+        self._node.count_error(code)
 
     def opening_events(self, connect_push: bytes) -> list[bytes]:
         """The connect event, the replayed publications in order, then one gap event per

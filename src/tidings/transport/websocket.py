@@ -121,7 +121,9 @@ async def _serve(request: web.Request, *, bidirectional: bool) -> web.StreamResp
                 # Anything a push-only client sends after connecting is ignored.
                 conn.pump()
             elif msg.type is WSMsgType.ERROR:
+                # aiohttp has closed the socket already (1009 for an oversized frame).
                 log.info("websocket error: %s", ws.exception())
+                node.metrics.disconnects.labels(str(ws.close_code or 1006)).inc()
                 break
     finally:
         conn.finished()
