@@ -183,6 +183,15 @@ class WsClient:
         assert len(messages) == 1, messages
         return messages[0]
 
+    async def reply(self, command_id: int, timeout: float = 2.0) -> Any:
+        """The reply to command ``command_id``, skipping server pings (``{}``) before it."""
+        while True:
+            for message in await self.frame(timeout):
+                if message == {}:
+                    continue
+                assert message.get("id") == command_id, message
+                return message
+
     async def closed(self, timeout: float = 2.0) -> tuple[int | None, str]:
         """Waits for the server's close frame; returns its code and reason."""
         while True:

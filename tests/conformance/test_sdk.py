@@ -1,0 +1,230 @@
+"""The unmodified ``centrifuge`` JavaScript SDK (pinned in conformance/package-lock.json)
+against ``tidings serve``: each scenario is a Node script that prints JSON lines and exits
+non-zero with a message on the first thing that is missing, duplicated or out of place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.integration.live import ROOT, ServeProcess, scaled, token
+
+pytestmark = pytest.mark.node
+
+CONFORMANCE = ROOT / "conformance"
+NODE = shutil.which("node")
+#: The server's grace after a token expires (``client.expired_close_delay``), in seconds.
+EXPIRED_CLOSE_DELAY = 1
+CONFIG = """
+[[namespaces]]
+name = "small"
+history_size = 10
+"""
+
+if NODE is None or not (CONFORMANCE / "node_modules" / "centrifuge").is_dir():
+    pytest.skip("needs node and the SDK: run `npm ci` in conformance/", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One ``tidings serve`` for every scenario (each uses channels of its own)."""
+    tmp = tmp_path_factory.mktemp("conformance")
+    config = tmp / "tidings.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    env = {
+        "TIDINGS_CONFIG": str(config),
+        "TIDINGS_CLIENT_EXPIRED_CLOSE_DELAY": str(EXPIRED_CLOSE_DELAY),
+    }
+    with ServeProcess(tmp / "serve.log", env) as server:
+        yield server
+        status = server.stop()
+        assert status == 0, server.log()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def run_scenario(
+    node: ServeProcess, script: str, tokens: dict[str, str], **env: str
+) -> list[dict[str, Any]]:
+    """Runs ``node conformance/<script>`` and returns its JSON lines; fails with all of
+    them (and the server's log) unless the script ended with ``ok``."""
+    full_env = {
+        "PATH": str(Path(NODE or "node").parent),
+        "TIDINGS_WS_URL": node.ws_url,
+        "TIDINGS_HTTP_URL": node.url,
+        "TIDINGS_API_KEY": node.env["TIDINGS_API_KEY"],
+        "TIDINGS_TOKENS": json.dumps(tokens),
+        "TIDINGS_TEST_TIME_SCALE": str(scaled(1)),
+        **env,
+    }
+    try:
+        done = subprocess.run(
+            [str(NODE), script],
+            cwd=CONFORMANCE,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=scaled(40),
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{script} did not finish (its own hard timeout failed): {exc.stdout!r}")
+    lines = []
+    for line in done.stdout.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            lines.append({"event": "stdout", "text": line})
+    report = "\n".join(done.stdout.splitlines()[-60:])
+    failure = (
+        f"{script} exited {done.returncode}\n--- stdout (last lines)\n{report}\n"
+        f"--- stderr\n{done.stderr[-3000:]}\n--- server log (tail)\n{node.log()[-3000:]}"
+    )
+    assert done.returncode == 0, failure
+    assert lines and lines[-1]["event"] == "ok", failure
+    return lines
+
+
+def events(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line["event"] == name]
+
+
+def test_connect_subscribe_receive(node: ServeProcess) -> None:
+    lines = run_scenario(
+        node, "connect_subscribe.js", {"main": token("alice")}, CHANNEL=unique("news")
+    )
+    assert events(lines, "ok")[0]["received"] == 3
+
+
+def test_server_side_subscriptions_deliver_through_the_client(node: ServeProcess) -> None:
+    channels = [unique("feed"), unique("alerts")]
+    lines = run_scenario(
+        node,
+        "server_side.js",
+        {"main": token("alice", channels=channels)},
+        CHANNELS=",".join(channels),
+    )
+    assert sorted(e["channel"] for e in events(lines, "client.subscribed")) == sorted(channels)
+
+
+def test_unsubscribe_stops_publications(node: ServeProcess) -> None:
+    run_scenario(
+        node,
+        "unsubscribe.js",
+        {"main": token("alice")},
+        CHANNEL=unique("news"),
+        CONTROL_CHANNEL=unique("control"),
+    )
+
+
+def test_token_refresh_before_expiry(node: ServeProcess) -> None:
+    short = token("alice", ttl=3)  # valid for 2-3 s: exp is whole seconds
+    lines = run_scenario(
+        node,
+        "token_refresh.js",
+        {"short": short, "long": token("alice", ttl=600)},
+        CHANNEL=unique("news"),
+        SHORT_EXP=str(_exp(short)),
+        EXPIRED_CLOSE_DELAY=str(EXPIRED_CLOSE_DELAY),
+    )
+    (call,) = events(lines, "getToken")
+    assert call["msBeforeExpiry"] > -EXPIRED_CLOSE_DELAY * 1000  # asked before the cut-off
+
+
+def test_expired_token_gets_a_new_one_and_reconnects(node: ServeProcess) -> None:
+    short = token("alice", ttl=3)
+    lines = run_scenario(
+        node,
+        "token_expired.js",
+        {
+            "expired": token("alice", ttl=-30),
+            "short": short,
+            "long": token("alice", ttl=600),
+        },
+        CHANNEL=unique("news"),
+        SHORT_EXP=str(_exp(short)),
+        SHORT_TTL="3",
+    )
+    closes = [e for e in events(lines, "b.connecting") if e["code"] == 3005]
+    assert len(closes) == 1
+
+
+def test_invalid_token_is_terminal(node: ServeProcess) -> None:
+    forged = jwt.encode({"sub": "alice"}, "another-secret-of-at-least-32-bytes!", "HS256")
+    (ok,) = events(run_scenario(node, "invalid_token.js", {"invalid": forged}), "ok")
+    assert ok["code"] == 3500
+
+
+def test_private_channel_with_a_subscription_token(node: ServeProcess) -> None:
+    channel = "$" + unique("secret")
+    run_scenario(
+        node,
+        "private_channel.js",
+        {"main": token("bob"), "sub": token("bob", channel=channel)},
+        CHANNEL=channel,
+        OTHER_CHANNEL="$" + unique("other"),
+    )
+
+
+def test_subscription_token_refresh_before_expiry(node: ServeProcess) -> None:
+    channel = "$" + unique("secret")
+    short = token("bob", channel=channel, ttl=3)
+    lines = run_scenario(
+        node,
+        "sub_token_refresh.js",
+        {
+            "main": token("bob"),
+            "subShort": short,
+            "subLong": token("bob", channel=channel, ttl=600),
+        },
+        CHANNEL=channel,
+        SHORT_EXP=str(_exp(short)),
+        EXPIRED_CLOSE_DELAY=str(EXPIRED_CLOSE_DELAY),
+    )
+    assert [e["channel"] for e in events(lines, "sub.getToken")] == [channel, channel]
+
+
+@pytest.mark.parametrize("mode", ["disconnect", "outage"])
+def test_recovery_delivers_every_missed_publication_once(node: ServeProcess, mode: str) -> None:
+    lines = run_scenario(
+        node,
+        "recovery.js",
+        {"main": token("alice")},
+        CHANNEL=unique("stream"),
+        MISSED="100",
+        EXPECT_RECOVERED="true",
+        MODE=mode,
+    )
+    (ok,) = events(lines, "ok")
+    assert (ok["received"], ok["replayed"], ok["recovered"]) == (110, 100, True)
+
+
+def test_recovery_fails_plainly_when_history_is_too_short(node: ServeProcess) -> None:
+    lines = run_scenario(
+        node,
+        "recovery.js",
+        {"main": token("alice")},
+        CHANNEL=unique("small:stream"),
+        MISSED="100",
+        EXPECT_RECOVERED="false",
+        MODE="disconnect",
+    )
+    (ok,) = events(lines, "ok")
+    assert (ok["received"], ok["replayed"], ok["recovered"]) == (10, 0, False)
+
+
+def _exp(raw: str) -> int:
+    exp = jwt.decode(raw, options={"verify_signature": False})["exp"]
+    assert exp > time.time()
+    return int(exp)
