@@ -20,11 +20,14 @@ import orjson
 from aiohttp import web
 
 from tidings import __version__
+from tidings.appkeys import NODE
 from tidings.node import Node, PublishError
 
 __all__ = ["add_routes"]
 
 log = logging.getLogger(__name__)
+#: Largest server API request body accepted.
+_MAX_BODY = 1 << 20
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -52,7 +55,7 @@ def _authorized(request: web.Request, key: str) -> bool:
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    if request.content_length is not None and request.content_length > request.app["api_max_body"]:
+    if request.content_length is not None and request.content_length > _MAX_BODY:
         return _error(413, "request body too large")
     raw = await request.read()
     try:
@@ -68,7 +71,7 @@ def _guard(handler: Any) -> Any:
     """Wraps an API handler with the key check and the request metric."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        node: Node = request.app["node"]
+        node: Node = request.app[NODE]
         key = node.settings.api.key
         method = handler.__name__.removeprefix("api_")
         if key is None:
@@ -154,7 +157,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The node serves: its log is connected and warm, and it is not shutting down."""
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     if node.ready:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready"}, status=503)
@@ -162,13 +165,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
 def add_routes(app: web.Application) -> None:
     """Registers the API and operational routes."""
-    app["api_max_body"] = 1 << 20
     app.router.add_post("/api/publish", _guard(api_publish))
     app.router.add_post("/api/broadcast", _guard(api_broadcast))
     app.router.add_post("/api/info", _guard(api_info))

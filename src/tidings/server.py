@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from tidings.api import add_routes
+from tidings.appkeys import NODE
 from tidings.config import Settings
 from tidings.demo import add_demo_routes
 from tidings.log.base import Log
@@ -52,7 +53,7 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     """The whole HTTP surface of a node on one application (one port)."""
     node = Node(settings, event_log or make_log(settings), name=name)
     app = web.Application(client_max_size=1 << 20)
-    app["node"] = node
+    app[NODE] = node
     app.router.add_get("/connection/websocket", handle_websocket)
     app.router.add_get("/connection/uni_websocket", handle_uni_websocket)
     add_sse_routes(app)

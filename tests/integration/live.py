@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tidings.appkeys import NODE
 from tidings.auth import mint_token
 from tidings.config import Settings, load_settings
 from tidings.node import Node
@@ -93,7 +94,7 @@ class LiveServer:
 
     @property
     def node(self) -> Node:
-        node: Node = self.app["node"]
+        node: Node = self.app[NODE]
         return node
 
     @property

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from tidings import __version__
+from tidings.appkeys import NODE
 from tidings.auth import mint_token
 from tidings.config import Settings
 from tidings.node import Node, PublishError
@@ -92,7 +93,7 @@ async def _pointer(request: web.Request) -> web.Response:
 
 
 async def _token(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     secret = node.settings.auth.hmac_secret
     if not secret:
         return _error(503, "demo tokens are signed with auth.hmac_secret, which is not set")
@@ -120,7 +121,7 @@ def _amount(value: object) -> str | None:
 
 
 async def _publish(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     origin = request.headers.get(hdrs.ORIGIN)
     if not origin_allowed(
         origin, request.headers.get(hdrs.HOST), node.settings.server.allowed_origins

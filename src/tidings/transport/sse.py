@@ -55,6 +55,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import hdrs, web
 
+from tidings.appkeys import NODE
 from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
 from tidings.codes import DisconnectCode, ErrorCode
@@ -302,7 +303,7 @@ def _since(request: web.Request) -> RecoverPosition | None:
 
 async def _uni_connect_request(request: web.Request) -> ConnectRequest:
     if request.method == hdrs.METH_POST:
-        limit = request.app["node"].settings.client.max_frame_bytes
+        limit = request.app[NODE].settings.client.max_frame_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _BadRequest(f"connect request over {limit} bytes")
         raw: str | bytes = await request.read()
@@ -347,7 +348,7 @@ def _json_error(
 
 
 async def _preflight(request: web.Request) -> web.Response:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     cors = _cors(request, node)
     if not cors:
         return _json_error(403, "origin not allowed", {})
@@ -363,7 +364,7 @@ async def _preflight(request: web.Request) -> web.Response:
 
 
 async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     early = refuse_early(request, node)
     if early is not None:
         return early

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from tidings.appkeys import NODE
 from tidings.codes import DisconnectCode
 from tidings.node import Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
@@ -78,7 +79,7 @@ class UniWebSocketConnection(WebSocketConnection):
 
 
 async def _serve(request: web.Request, *, bidirectional: bool) -> web.StreamResponse:
-    node: Node = request.app["node"]
+    node: Node = request.app[NODE]
     early = refuse_early(request, node)
     if early is not None:
         return early
