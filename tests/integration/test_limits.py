@@ -231,7 +231,7 @@ async def test_subscription_limit(serve: ServerFactory) -> None:
     await client.send({"id": 9, "subscribe": {"channel": "c"}})
     assert await client.message() == {
         "id": 9,
-        "error": {"code": 106, "message": "too many subscriptions"},
+        "error": {"code": 106, "message": "too many subscriptions (client.max_subscriptions)"},
     }
     # Server-side channels over the limit refuse the connection itself.
     greedy = await open_ws(server)

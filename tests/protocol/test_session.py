@@ -327,7 +327,7 @@ class TestSubscribe:
         c.connect()
         c.send({"id": 2, "subscribe": {"channel": "a"}}, {"id": 3, "subscribe": {"channel": "b"}})
         assert c.send({"id": 4, "subscribe": {"channel": "c"}}) == [
-            error(4, 106, "too many subscriptions")
+            error(4, 106, "too many subscriptions (client.max_subscriptions)")
         ]
         c.send({"id": 5, "unsubscribe": {"channel": "a"}})
         assert "subscribe" in c.send({"id": 6, "subscribe": {"channel": "c"}})[0]

@@ -418,7 +418,8 @@ class Session:
             self._error(command, ErrorCode.ALREADY_SUBSCRIBED)
             return
         if len(self.channels) >= self._settings.max_subscriptions:
-            self._error(command, ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+            limit = "too many subscriptions (client.max_subscriptions)"
+            self._error(command, ErrorCode.LIMIT_EXCEEDED, limit)
             return
         name = parse_channel(channel)
         options = self._host.channel_options(name) if name is not None else None

@@ -147,3 +147,6 @@ class Connection(abc.ABC):
         self.node.timers.cancel(self)
         if self.session is not None:
             self.session.closed()
+            # The timer heap may hold this object until its old deadline; let the session
+            # and its state go now.
+            self.session = None
