@@ -165,6 +165,10 @@ class AmqpSettings:
     retry_on_start: bool = False
     #: Routing key used by ``/api/publish`` and ``tidings publish``.
     publish_routing_key: str = "tidings.api"
+    #: Pause between reconnection attempts to a lost broker.
+    reconnect_interval: float = _duration(1.0, minimum=0.1)
+    #: How often nodes write an epoch beacon into the stream (see tidings.log.epoch).
+    beacon_interval: float = _duration(30.0, minimum=1.0)
 
 
 @dataclass(frozen=True, slots=True)

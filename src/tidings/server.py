@@ -34,12 +34,18 @@ __all__ = ["create_app", "make_log", "run"]
 log = logging.getLogger(__name__)
 
 
-def make_log(settings: Settings) -> Log:
+def make_log(settings: Settings, name: str = "") -> Log:
     """The configured log: RabbitMQ when ``amqp.url`` is set, else the embedded memory log."""
     if settings.amqp.url:
         from tidings.log.rabbitmq import RabbitMqLog
 
-        return RabbitMqLog(settings.amqp)
+        return RabbitMqLog(
+            settings.amqp,
+            reconnect_interval=settings.amqp.reconnect_interval,
+            beacon_interval=settings.amqp.beacon_interval,
+            # Named so that an operator (or a test) can tell its connections apart.
+            connection_name=f"tidings {name or os.getpid()}",
+        )
     from tidings.log.memory import MemoryLog
 
     return MemoryLog(
@@ -51,7 +57,7 @@ def make_log(settings: Settings) -> Log:
 
 def create_app(settings: Settings, event_log: Log | None = None, name: str = "") -> web.Application:
     """The whole HTTP surface of a node on one application (one port)."""
-    node = Node(settings, event_log or make_log(settings), name=name)
+    node = Node(settings, event_log or make_log(settings, name), name=name)
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node
     app.router.add_get("/connection/websocket", handle_websocket)
