@@ -299,6 +299,14 @@ class CutProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
+    async def linked(self, timeout: float = 30.0) -> None:
+        """Waits until some connection goes through the proxy (the node reconnected)."""
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        while not self._links:
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing reconnected through the proxy")
+            await asyncio.sleep(0.01)
+
     def cut(self) -> int:
         """Aborts every proxied connection; returns how many sockets were cut."""
         n = len(self._links)
