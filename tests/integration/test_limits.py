@@ -248,3 +248,43 @@ async def test_too_many_commands_in_one_frame(serve: ServerFactory) -> None:
         {"id": 3, "subscribe": {"channel": "b"}},
     )
     assert await client.close_code() == 3501
+
+
+async def test_slow_client_recovers_everything_after_the_3008_cut(serve: ServerFactory) -> None:
+    server = await serve(
+        {
+            "client.max_queue_bytes": 1024,
+            "channels.history_size": 1000,
+            "amqp.max_message_bytes": 65536,
+        }
+    )
+    node = server.node
+    slow = await RawClient.connect(server.port)
+    try:
+        await slow.send(
+            {"id": 1, "connect": {"token": token("slow")}},
+            {"id": 2, "subscribe": {"channel": "feed"}},
+        )
+        await wait_until(lambda: node.hub.subscriptions == 1, what="the slow client to subscribe")
+        (slow_conn,) = list(node.live)
+        # What the client knows: the position of its subscribe reply (nothing after it).
+        epoch, since = node.log.epoch, node.head
+        sent = 0
+        while not slow_conn.closing and sent < 1000:  # type: ignore[attr-defined]
+            await node.publish(["feed"], {"i": sent, "pad": "x" * 32_000})
+            sent += 1
+            await asyncio.sleep(0)  # let the per-iteration flush write to the socket
+        assert slow_conn.closing, "the slow client was never cut"  # type: ignore[attr-defined]
+    finally:
+        slow.close()
+    # The client comes back, as the SDK does after 3008, and asks for what it missed.
+    client, _ = await connected(server, "slow")
+    await client.send(
+        {
+            "id": 2,
+            "subscribe": {"channel": "feed", "recover": True, "offset": since, "epoch": epoch},
+        }
+    )
+    result = (await client.reply(2))["subscribe"]
+    assert result["recovered"] is True
+    assert [p["data"]["i"] for p in result["publications"]] == list(range(sent))

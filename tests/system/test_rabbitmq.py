@@ -8,13 +8,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pika
 import pytest
 
 from tests.system.harness import (
     AMQP_URL,
     API_KEY,
+    SECRET,
     TIME_SCALE,
     Client,
     CutProxy,
@@ -24,6 +27,7 @@ from tests.system.harness import (
     start_node,
     unique,
 )
+from tidings.auth import mint_token
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
@@ -283,3 +287,46 @@ def test_wrong_credentials_fail_fast_with_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in text
     assert "pw-7f3a9c" not in text  # the password is never logged
     assert "ACCESS_REFUSED" in text or "credentials" in text.lower() or "auth" in text.lower()
+
+
+async def test_client_recovers_on_another_node(tmp_path: Path, names: tuple[str, str]) -> None:
+    exchange, stream = names
+    publisher = await asyncio.to_thread(Publisher, exchange)
+    with nodes(tmp_path, 2, *amqp_args(exchange, stream)) as (one, two):
+        first = Client(one.ws_url, "alice", ["user#alice"])
+        await first.start()
+        for i in range(5):
+            await asyncio.to_thread(
+                publisher.publish, "x", {"i": i}, {"x-tidings-channel": "user#alice"}
+            )
+        await first.wait_for(5)
+        epoch = first.replies[2]["subscribe"]["epoch"]
+        last_offset = first.pubs[-1][1]
+        await first.stop()
+        # Missed while away: published while the client was connected to nobody.
+        for i in range(5, 25):
+            await asyncio.to_thread(
+                publisher.publish, "x", {"i": i}, {"x-tidings-channel": "user#alice"}
+            )
+        await asyncio.sleep(0.5 * TIME_SCALE)
+        async with aiohttp.ClientSession() as http, http.ws_connect(two.ws_url) as ws:
+            token = mint_token(SECRET, "alice", ttl=60)
+            recover = {"channel": "user#alice", "recover": True}
+            recover |= {"offset": last_offset, "epoch": epoch}
+            await ws.send_str(
+                json.dumps({"id": 1, "connect": {"token": token}})
+                + "\n"
+                + json.dumps({"id": 2, "subscribe": recover})
+            )
+            replies: dict[int, dict[str, Any]] = {}
+            while len(replies) < 2:
+                msg = await ws.receive(timeout=10 * TIME_SCALE)
+                for line in msg.data.split("\n"):
+                    obj = json.loads(line)
+                    if "id" in obj:
+                        replies[obj["id"]] = obj
+        result = replies[2]["subscribe"]
+        assert result["recovered"] is True
+        assert result["epoch"] == epoch
+        assert [p["data"]["i"] for p in result["publications"]] == list(range(5, 25))
+    publisher.close()
