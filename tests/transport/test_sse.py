@@ -314,6 +314,22 @@ async def test_replay_merges_channels_in_log_order(server: LiveServer) -> None:
     await again.silent()
 
 
+async def test_one_event_on_two_channels_carries_its_id_only_once(server: LiveServer) -> None:
+    channels = ("user#alice", "news")
+    client, _ = await connected(server, channels=channels)
+    await server.api("broadcast", {"channels": list(channels), "data": {"n": 1}})
+    live = [await client.event(), await client.event()]
+    # Only the last event of a position has the id: a drop between them resumes at the
+    # position, so the second is replayed rather than skipped.
+    assert [e.id for e in live] == [None, eid(server, 1)]
+    client.response.close()
+    await server.api("broadcast", {"channels": list(channels), "data": {"n": 2}})
+    again, _ = await connected(server, channels=channels, headers={"Last-Event-ID": "0"})
+    replayed = [await again.event() for _ in range(4)]
+    assert [e.id for e in replayed] == [None, eid(server, 1), None, eid(server, 2)]
+    assert sorted(e.json()["channel"] for e in replayed) == sorted(channels * 2)
+
+
 async def test_uni_sse_recovers_from_cf_connect_positions(server: LiveServer) -> None:
     for n in range(3):
         await server.publish("user#alice", {"n": n})

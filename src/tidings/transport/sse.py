@@ -100,6 +100,11 @@ def parse_event_id(text: str) -> RecoverPosition:
     return RecoverPosition(int(offset), unquote(epoch))
 
 
+def _without_id(pub: Publication) -> bytes:
+    """``pub`` as an event with no id (it shares its position with the event after it)."""
+    return b"data: %b\n\n" % pub.uni
+
+
 class SseConnection(Connection):
     """One event stream: pushes as SSE events, optionally inside HTTP chunks.
 
@@ -107,7 +112,7 @@ class SseConnection(Connection):
     is queued meanwhile waits in order.
     """
 
-    __slots__ = ("_chunked", "_done", "_ping", "_started")
+    __slots__ = ("_chunked", "_done", "_last", "_ping", "_started")
 
     kind = "sse"
 
@@ -119,6 +124,23 @@ class SseConnection(Connection):
         self._ping = ping
         self._started = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last: Publication | None = None
+
+    def deliver(self, pub: Publication) -> None:
+        """Queues ``pub``; events of one position share one id, so only the last of them
+        carries it: a drop between them then resumes at the position, not past the rest."""
+        last = self._last
+        self._last = pub
+        pending = self._pending
+        if (
+            last is not None
+            and last.offset == pub.offset
+            and pending
+            and pending[-1] is last.sse(self.node.log.epoch)
+        ):
+            pending[-1] = _without_id(last)
+            self._single = None
+        super().deliver(pub)
 
     # ------------------------------------------------------------------ encoding hooks
     def _line(self, pub: Publication) -> bytes:
@@ -276,7 +298,9 @@ class _StreamHost:
         replay.sort(key=lambda pub: pub.offset)
         start = head if resumed_from is None else resumed_from
         events = [b"id: %b\ndata: %b\n\n" % (sse_event_id(epoch, start), connect_push)]
-        events.extend(pub.sse(epoch) for pub in replay)
+        for i, pub in enumerate(replay):
+            shares_next = i + 1 < len(replay) and replay[i + 1].offset == pub.offset
+            events.append(_without_id(pub) if shares_next else pub.sse(epoch))
         for channel in gaps:
             gap = {"channel": channel, "recovered": False, "epoch": epoch, "offset": head}
             events.append(
