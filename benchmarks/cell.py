@@ -1,0 +1,286 @@
+"""Run one cell against one target and turn what the processes report into one record.
+
+The sequence, each step bounded in time: start the server; start the load generators and wait
+until every connection is subscribed (or failed); read the server's memory; for ``idle`` wait and
+read it again; otherwise start the publishers, let them publish for the cell's duration, tell the
+load generators how many events each publisher sent, and let them wait (at most a deadline) for
+the events still in flight. A target that falls behind is reported as such, never waited on
+forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import time
+from typing import Any
+
+from benchmarks.children import Child, ChildFailed, read_all
+from benchmarks.monitor import Monitor, cpu_percent
+from benchmarks.profiles import Cell
+from benchmarks.stats import Histogram
+from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable
+
+__all__ = ["run_cell"]
+
+# pika's BlockingConnection manages ~20,000 msg/s alone; keep each publisher well below.
+PUBLISHER_MAX_RATE = 4000
+# How long publishers may take past their duration (flushing under broker flow control).
+PUBLISH_GRACE_S = 30.0
+DRAIN_STALL_S = 3.0
+
+
+def _source_ip(slot: int) -> str:
+    # 127.0.0.2 .. 127.0.0.251: each address has its own ~28,000 ephemeral ports.
+    return f"127.0.0.{2 + slot % 250}"
+
+
+def _loadgen_configs(
+    target: Target, cell: Cell, run_id: str, seed: int, ip_slot: int
+) -> list[dict[str, Any]]:
+    count = max(1, math.ceil(cell.connections / PER_PROCESS_MAX))
+    share = math.ceil(cell.connections / count)
+    configs = []
+    for i in range(count):
+        first = i * share
+        n = min(share, cell.connections - first)
+        configs.append({
+            "target": target.name, "port": target.port, "source_ip": _source_ip(ip_slot + i),
+            "user_first": first, "count": n, "workload": cell.workload, "run_id": run_id,
+            "seed": seed, "n_users": cell.connections, "secret": target.secret,
+            "exchange": target.exchange,
+        })
+    return configs
+
+
+def _publisher_configs(
+    target: Target, cell: Cell, run_id: str, seed: int
+) -> list[dict[str, Any]]:
+    count = max(1, math.ceil(cell.rate / PUBLISHER_MAX_RATE))
+    return [{
+        "amqp_url": target.amqp_url, "exchange": target.exchange, "workload": cell.workload,
+        "rate": cell.rate / count, "duration_s": cell.duration_s, "run_id": run_id,
+        "seed": seed, "index": i, "n_users": cell.connections,
+    } for i in range(count)]
+
+
+def _sum(records: list[dict[str, Any]], key: str) -> int:
+    return sum(int(r.get(key, 0)) for r in records)
+
+
+async def _await_publishers(publishers: list[Child], timeout_s: float) -> list[dict[str, Any]]:
+    """Each publisher's ``done`` record or, if it is still blocked at the deadline, its last
+    ``progress`` record (and the publisher is killed)."""
+
+    async def one(pub: Child) -> dict[str, Any]:
+        last: dict[str, Any] = {"phase": "progress", "published": 0}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                record = await pub.read(max(left, 0.01))
+            except ChildFailed:
+                if pub.proc.returncode is not None:
+                    raise
+                pub.proc.kill()
+                return last
+            if record["phase"] == "done":
+                return record
+            last = record
+
+    return list(await asyncio.gather(*(one(p) for p in publishers)))
+
+
+def _self_cpu(records: list[dict[str, Any]]) -> float | None:
+    """Summed CPU of children over their longest wall time, in percent of one core."""
+    records = [r for r in records if "wall_s" in r]
+    if not records:
+        return None
+    wall = max(float(r["wall_s"]) for r in records)
+    return round(100.0 * sum(float(r["cpu_s"]) for r in records) / wall, 1) if wall else None
+
+
+def _merge_errors(records: list[dict[str, Any]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for r in records:
+        for reason, n in r.get("errors", {}).items():
+            merged[reason] = merged.get(reason, 0) + n
+    return dict(sorted(merged.items(), key=lambda kv: -kv[1])[:5])
+
+
+async def run_cell(target: Target, cell: Cell, ip_slot: int) -> dict[str, Any]:
+    """Measure ``cell`` on ``target``; always returns a record, whatever happened."""
+    record: dict[str, Any] = {
+        "target": target.name, "cell": cell.name, "workload": cell.workload,
+        "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
+        "duration_s": cell.duration_s, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if cell.connections > target.capacity():
+        record.update(status="skipped", note=f"over this target's capacity here "
+                      f"({target.capacity()} connections)")
+        return record
+    try:
+        if cell.workload == "idle":
+            await target.reset()
+        await target.start(cell.connections)
+    except TargetUnavailable as exc:
+        record.update(status="skipped", note=str(exc))
+        return record
+    children: list[Child] = []
+    try:
+        record.update(await _measure(target, cell, ip_slot, children))
+    except ChildFailed as exc:
+        record.update(status="failed", note=str(exc))
+    finally:
+        for child in children:
+            if child.proc.returncode is None:
+                child.proc.kill()
+        for child in children:
+            await child.close()
+        workers = getattr(target, "workers", None)
+        if workers is not None:
+            record["workers"] = workers
+        if target.proc is not None and target.proc.returncode is not None:
+            record.update(status="failed", note=f"server exited with {target.proc.returncode} "
+                          f"during the cell: {target.log_tail()}")
+        await target.stop()
+    return record
+
+
+async def _measure(
+    target: Target, cell: Cell, ip_slot: int, children: list[Child]
+) -> dict[str, Any]:
+    run_id = f"{target.name}-{cell.name}-{secrets.token_hex(4)}"
+    seed = secrets.randbelow(1 << 30)
+    out: dict[str, Any] = {"run_id": run_id}
+    lg_configs = _loadgen_configs(target, cell, run_id, seed, ip_slot)
+    monitor = Monitor({"server": target.server_pids(), "broker": target.broker_pids()})
+    before = monitor.sample()
+
+    loadgens = [await Child.spawn("loadgen", c, f"loadgen {c['source_ip']}") for c in lg_configs]
+    children += loadgens
+    # Web-STOMP on two busy cores opens ~250 connections/s; allow for half of that.
+    ready = await read_all(loadgens, 120 + max(c["count"] for c in lg_configs) / 125)
+    connected = _sum(ready, "connected")
+    connect_hist = [r["connect_ms"] for r in ready]
+    out.update(
+        connected=connected, connect_failed=_sum(ready, "failed"),
+        connect_wall_s=max(r["connect_wall_s"] for r in ready),
+        connect_p50_ms=max((h["p50"] or 0) for h in connect_hist),
+        connect_p99_ms=max((h["p99"] or 0) for h in connect_hist),
+        errors=_merge_errors(ready),
+    )
+    if connected == 0:
+        out.update(status="failed", note="no connection could be made")
+        return out
+
+    if cell.workload == "idle":
+        await asyncio.sleep(cell.duration_s)  # let allocators and GC settle
+    idle = monitor.sample()
+    grown = idle[1]["server"].rss - before[1]["server"].rss
+    out.update(
+        server_rss_idle_mb=round(idle[1]["server"].rss / 2**20, 1),
+        server_processes=idle[1]["server"].processes,
+    )
+    # Growth per connection means something only on a server without earlier cells' memory.
+    if target.fresh_per_cell or cell.workload == "idle":
+        out["rss_per_conn_kb"] = round(grown / connected / 1024, 2)
+    if cell.workload == "idle":
+        for lg in loadgens:
+            lg.send({"cmd": "stop"})
+        results = await read_all(loadgens, 60)
+        out.update(status="partial" if out["connect_failed"] else "ok", loadgen_maxrss_mb=round(
+            max(r["maxrss_kb"] for r in results) / 1024, 1))
+        return out
+
+    publishers = [
+        await Child.spawn("publisher", c, f"publisher {c['index']}")
+        for c in _publisher_configs(target, cell, run_id, seed)
+    ]
+    children += publishers
+    await read_all(publishers, 30)
+    monitor.reset_peaks()
+    monitor.start()
+    start = monitor.sample()
+    publish_start_ns = time.time_ns()
+    for lg in loadgens:
+        lg.send({"cmd": "start"})
+    for pub in publishers:
+        pub.send("go")
+    done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
+    publish_end_ns = time.time_ns()
+    published = [int(d["published"]) for d in done]
+    blocked = any(d["phase"] != "done" for d in done)
+    deadline_s = max(10.0, cell.duration_s)
+    for lg in loadgens:
+        lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
+                 "stall_s": DRAIN_STALL_S})
+    results = await read_all(loadgens, deadline_s + 60)
+    end = monitor.sample()
+    await monitor.stop()
+    out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
+    if out["status"] == "ok" and out["connect_failed"]:
+        out["status"] = "partial"
+    if blocked:
+        out.update(status="behind", note=f"publishers still blocked by the broker's flow "
+                   f"control {PUBLISH_GRACE_S:.0f} s after their duration; stopped")
+    out.update(
+        server_cpu_pct=cpu_percent(start, end, "server"),
+        broker_cpu_pct=cpu_percent(start, end, "broker"),
+        host_cpu_pct=cpu_percent(start, end, "host"),
+        load_avg_1m=round(os.getloadavg()[0], 2),
+        # Children exit as they report, so their CPU comes from their own clocks.
+        loadgen_cpu_pct=_self_cpu(results),
+        loadgen_max_proc_cpu_pct=max(_self_cpu([r]) or 0.0 for r in results),
+        publisher_cpu_pct=_self_cpu(done),
+        server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
+        publish_behind_s=max(float(d.get("behind_s", 0)) for d in done),
+        publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
+        errors=_merge_errors([*ready, *results]),
+    )
+    return out
+
+
+def _summarise(
+    results: list[dict[str, Any]], published: list[int], cell: Cell,
+    publish_start_ns: int, publish_end_ns: int,
+) -> dict[str, Any]:
+    latency = Histogram()
+    for r in results:
+        latency.merge(Histogram.from_json(r["latency"]))
+    last_ns = max(r["last_ns"] for r in results)
+    delivered = _sum(results, "delivered")
+    missing = _sum(results, "missing")
+    span_s = max(last_ns - publish_start_ns, publish_end_ns - publish_start_ns) / 1e9
+    received = _sum(results, "received")
+    reasons = {r["reason"] for r in results}
+    if "deadline" in reasons:
+        status = "behind"
+    elif missing:
+        status = "lossy"
+    else:
+        status = "ok"
+    lat = latency.summary_ms()
+    return {
+        "status": status,
+        "drain": sorted(reasons),
+        "published": sum(published),
+        "publish_rate": round(sum(published) / ((publish_end_ns - publish_start_ns) / 1e9), 1),
+        "expected": _sum(results, "expected"),
+        "delivered": delivered,
+        "missing": missing,
+        "duplicates": _sum(results, "duplicates"),
+        "wasted": _sum(results, "wasted"),
+        "stale": _sum(results, "stale"),
+        "dropped": _sum(results, "dropped"),
+        "delivered_per_s": round(delivered / span_s, 1) if span_s > 0 else None,
+        "received_per_s": round(received / span_s, 1) if span_s > 0 else None,
+        "lag_s": round(max(0, last_ns - publish_end_ns) / 1e9, 3) if last_ns else None,
+        "latency_p50_ms": lat["p50"],
+        "latency_p95_ms": lat["p95"],
+        "latency_p99_ms": lat["p99"],
+        "latency_max_ms": lat["max"],
+        "loadgen_maxrss_mb": round(max(r["maxrss_kb"] for r in results) / 1024, 1),
+    }

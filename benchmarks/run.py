@@ -1,0 +1,117 @@
+"""Benchmark entry point: ``python -m benchmarks.run --profile quick`` (``make bench``).
+
+Runs every cell of the profile against every chosen target, one at a time, appending one JSON
+record per cell to ``benchmarks/results/<profile>.jsonl`` as it goes, then writes
+``<profile>.md`` (table) and ``<profile>.png`` (plot) beside it. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+import pika
+
+from benchmarks.cell import run_cell
+from benchmarks.profiles import PROFILES, Cell
+from benchmarks.report import write_reports
+from benchmarks.targets import TargetUnavailable, make_target
+
+__all__ = ["main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+async def _run(args: argparse.Namespace) -> Path:
+    # SIGTERM unwinds like Ctrl-C, so servers, children and the private broker are stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cells = PROFILES[args.profile]
+    if args.cells:
+        pattern = re.compile(args.cells)
+        cells = [c for c in cells if pattern.search(c.name)]
+    targets = [
+        make_target(name, args.amqp_url, args.stomp_broker == "private", args.tidings_workers)
+        for name in args.targets.split(",")
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    jsonl: Path = args.out / f"{args.profile}.jsonl"
+    # Source addresses rotate from cell to cell so that a cell never meets the previous
+    # cell's sockets still in TIME_WAIT on the same address.
+    ip_slot = 0
+    with jsonl.open("ab" if args.append else "wb") as sink:
+        for target in targets:
+            mine = [c for c in cells if not c.targets or target.name in c.targets]
+            try:
+                await asyncio.to_thread(target.prepare)
+            except (TargetUnavailable, OSError, pika.exceptions.AMQPError) as exc:
+                print(f"[bench] {target.name}: unavailable: {exc}", file=sys.stderr)
+                for cell in mine:
+                    sink.write(orjson.dumps(_skipped(target.name, cell, str(exc))) + b"\n")
+                continue
+            try:
+                for cell in mine:
+                    print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
+                    record = await run_cell(target, cell, ip_slot)
+                    ip_slot += 8
+                    sink.write(orjson.dumps(record) + b"\n")
+                    sink.flush()
+                    print(f"[bench]   {_one_line(record)}", file=sys.stderr, flush=True)
+                    await asyncio.sleep(1.0)  # let the broker drop the cell's queues
+            finally:
+                await asyncio.to_thread(target.close)
+    return jsonl
+
+
+def _skipped(target: str, cell: Cell, why: str) -> dict[str, object]:
+    return {"target": target, "cell": cell.name, "workload": cell.workload,
+            "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
+            "status": "skipped", "note": why}
+
+
+def _one_line(r: dict[str, object]) -> str:
+    keys = ("status", "connected", "delivered", "expected", "missing", "delivered_per_s",
+            "latency_p99_ms", "server_cpu_pct", "rss_per_conn_kb", "note")
+    return " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--targets", default="baseline,stomp,tidings",
+                        help="comma-separated: baseline, stomp, tidings")
+    parser.add_argument("--cells", default="", help="regex on cell names, e.g. 'idle|r100$'")
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true",
+                        help="add to <profile>.jsonl instead of starting it anew; the report "
+                        "keeps the latest record of each target and cell")
+    parser.add_argument(
+        "--tidings-workers", type=int, default=1,
+        help="tidings processes per cell (more are started when a cell needs them)",
+    )
+    parser.add_argument(
+        "--stomp-broker", choices=("private", "shared"), default="private",
+        help="run Web-STOMP on a private RabbitMQ node with a raised open-file limit "
+        "(default) or on the shared node's port 15674",
+    )
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        jsonl = asyncio.run(_run(args))
+    else:
+        jsonl = uvloop.run(_run(args))
+    for path in (jsonl, *write_reports(jsonl)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""One load-generator connection: an asyncio protocol over :mod:`benchmarks.wsframe`.
+
+A connection opens from a chosen 127.0.0.x source address, upgrades to WebSocket, runs its
+target :class:`~benchmarks.adapters.Session` until subscribed, then counts every event it
+receives against the run it belongs to. Counting is per connection (unique, duplicate, wasted)
+while latencies go to one histogram shared by the whole process, to keep a connection small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from benchmarks.adapters import Session, SessionError
+from benchmarks.stats import Histogram
+from benchmarks.wsframe import (
+    FrameParser,
+    HandshakeError,
+    Opcode,
+    ProtocolError,
+    encode_frame,
+    handshake_request,
+    parse_handshake_response,
+)
+
+__all__ = ["Counters", "WsConnection", "open_connection"]
+
+# Linux: let connect() pick the port, so a source address is not limited to one port range
+# shared with bind(); the constant is missing from Python's socket module.
+_IP_BIND_ADDRESS_NO_PORT = 24
+
+
+@dataclass
+class Counters:
+    """Process-wide tallies shared by every connection of a load generator."""
+
+    run_id: str
+    personal: bool
+    latency: Histogram = field(default_factory=Histogram)
+    received: int = 0
+    wasted: int = 0
+    stale: int = 0
+    dropped: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, reason: str) -> None:
+        """Count one failure by a short reason (the first 80 characters)."""
+        key = reason[:80]
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+class WsConnection(asyncio.Protocol):
+    """Client side of one WebSocket connection, driven by a target session."""
+
+    def __init__(self, session: Session, host: str, counters: Counters) -> None:
+        self.session = session
+        self.counters = counters
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unique = 0
+        self.duplicates = 0
+        self.closed = False
+        self._host = host
+        self._transport: asyncio.Transport | None = None
+        self._head = b""
+        self._accept = b""
+        self._parser: FrameParser | None = None
+        self._last_seq: dict[int, int] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        request, self._accept = handshake_request(self._host, self.session.path)
+        self._transport.write(request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before ready: {exc}"))
+        else:
+            self.counters.dropped += 1
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self._parser is None:
+                data = self._handshake(data)
+                if self._parser is None:
+                    return
+            for opcode, payload in self._parser.feed(data):
+                self._on_message(opcode, payload)
+        except (HandshakeError, ProtocolError, SessionError, ValueError, KeyError) as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def send_text(self, text: bytes) -> None:
+        """Send one text message (no-op once the transport is closing)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode_frame(Opcode.TEXT, text))
+
+    def close(self) -> None:
+        """Drop the TCP connection without a closing handshake (the run is over)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _handshake(self, data: bytes) -> bytes:
+        self._head += data
+        used = parse_handshake_response(self._head, self._accept)
+        if not used:
+            return b""
+        rest = self._head[used:]
+        self._head = b""
+        self._parser = FrameParser()
+        for text in self.session.opening():
+            self.send_text(text)
+        self._check_ready()
+        return rest
+
+    def _on_message(self, opcode: Opcode, payload: bytes) -> None:
+        if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+            events: list[dict[str, Any]] = []
+            replies: list[bytes] = []
+            self.session.feed(payload, events, replies)
+            for reply in replies:
+                self.send_text(reply)
+            if events:
+                self._count(events)
+            self._check_ready()
+        elif opcode == Opcode.PING:
+            if self._transport is not None:
+                self._transport.write(encode_frame(Opcode.PONG, payload))
+        elif opcode == Opcode.CLOSE:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self._fail(f"server closed {code} {payload[2:].decode(errors='replace')}")
+
+    def _check_ready(self) -> None:
+        if self.session.ready and not self.ready.done():
+            self.ready.set_result(None)
+
+    def _count(self, events: list[dict[str, Any]]) -> None:
+        c = self.counters
+        now = time.time_ns()
+        if not c.first_ns:
+            c.first_ns = now
+        c.last_ns = now
+        for body in events:
+            c.received += 1
+            if body.get("run") != c.run_id:
+                c.stale += 1
+                continue
+            if c.personal and body.get("user") != self.session.user:
+                c.wasted += 1
+                continue
+            c.latency.add((now - body["ts"]) / 1000.0)
+            pub, seq = body["pub"], body["seq"]
+            # One publisher's events reach a connection in publish order through one AMQP
+            # queue, so a sequence number not above the last one seen is a duplicate (or a
+            # reordering, which is as much a bug).
+            if seq <= self._last_seq.get(pub, -1):
+                self.duplicates += 1
+            else:
+                self._last_seq[pub] = seq
+                self.unique += 1
+
+    def _fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        else:
+            self.counters.error(reason)
+        self.close()
+
+
+async def open_connection(
+    session: Session, host: str, port: int, source_ip: str, counters: Counters
+) -> WsConnection:
+    """Open one connection from ``source_ip`` and wait until its session is subscribed.
+
+    Raises:
+        OSError: the TCP connection failed.
+        ConnectionError: the upgrade or the session failed.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source_ip, 0))
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _, conn = await loop.create_connection(
+        lambda: WsConnection(session, f"{host}:{port}", counters), sock=sock
+    )
+    try:
+        await conn.ready
+    except BaseException:
+        conn.close()
+        raise
+    return conn
