@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.fakes import T0, WALL, Client, FakeHost, token
 from tidings.codes import DisconnectCode
+from tidings.protocol.codec import METHODS as PROTOCOL_METHODS
 from tidings.protocol.codec import ProtocolError, decode_frame
 from tidings.protocol.messages import Command
 from tidings.protocol.session import SessionState
@@ -56,20 +57,7 @@ _TOKENS = [
     "not-a-token",
     "",
 ]
-METHODS = [
-    "connect",
-    "subscribe",
-    "unsubscribe",
-    "refresh",
-    "sub_refresh",
-    "publish",
-    "presence",
-    "presence_stats",
-    "history",
-    "ping",
-    "send",
-    "rpc",
-]
+METHODS = list(PROTOCOL_METHODS)
 
 _scalars = (
     st.none()

@@ -24,6 +24,7 @@ from tidings.protocol.messages import (
 )
 
 __all__ = [
+    "METHODS",
     "ProtocolError",
     "decode_connect_request",
     "decode_frame",
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 _MAX_ID = 2**32 - 1
-_METHODS = (
+#: Every method key of the protocol, in the order a command is searched for one.
+METHODS = (
     "connect",
     "subscribe",
     "unsubscribe",
@@ -110,7 +112,7 @@ def decode_command(obj: object) -> Command:
     cid = obj.get("id", 0)
     if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= _MAX_ID:
         raise ProtocolError("id must be an unsigned 32-bit integer")
-    method = next((m for m in _METHODS if m in obj), "")
+    method = next((m for m in METHODS if m in obj), "")
     if not method:
         if any(k != "id" for k in obj):
             return Command(cid, "?", raw=obj)
