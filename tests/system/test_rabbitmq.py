@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from tests.system.harness import (
     AMQP_URL,
     API_KEY,
     SECRET,
+    TIDINGS,
     TIME_SCALE,
     Client,
     CutProxy,
@@ -330,3 +333,38 @@ async def test_client_recovers_on_another_node(tmp_path: Path, names: tuple[str,
         assert result["epoch"] == epoch
         assert [p["data"]["i"] for p in result["publications"]] == list(range(5, 25))
     publisher.close()
+
+
+async def test_tidings_publish_goes_into_the_exchange(
+    tmp_path: Path, names: tuple[str, str]
+) -> None:
+    exchange, stream = names
+    with nodes(tmp_path, 1, *amqp_args(exchange, stream)) as (node,):
+        client = Client(node.ws_url, "alice", ["user#alice"])
+        await client.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+        env["TIDINGS_AUTH_HMAC_SECRET"] = SECRET
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                TIDINGS,
+                "publish",
+                "--amqp-url",
+                AMQP_URL,
+                "--exchange",
+                exchange,
+                "--channel",
+                "user#alice",
+                "--data",
+                '{"via": "cli"}',
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30 * TIME_SCALE,
+        )
+        assert done.returncode == 0, done.stderr
+        await client.wait_for(1)
+        assert client.pubs[0][0] == "user#alice"
+        assert client.pubs[0][2] == {"via": "cli"}
+        await client.stop()
