@@ -35,9 +35,13 @@ from tidings.router import (
 )
 from tidings.timers import TimerQueue
 
-__all__ = ["Closable", "Flushable", "Node", "PublishError"]
+__all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Flushable", "Node", "PublishError"]
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds between two sweeps of every history window.
+HISTORY_SWEEP_INTERVAL = 10.0
 
 
 class PublishError(ValueError):
@@ -112,8 +116,19 @@ class Node:
             # what this node will see, so channels are complete from there.
             self.head = self.log.position
             self.history.floor = self.head
+        self.timers.schedule(self, self.monotonic() + HISTORY_SWEEP_INTERVAL)
         self.metrics.ready.set(1)
         log.info("node %s ready at position %d, epoch %s", self.name, self.head, self.log.epoch)
+
+    def on_timer(self, now: float) -> float:
+        """Trims quiet channels' history by TTL (a window is otherwise trimmed only when it
+        is written or read) and forgets windows that prove nothing beyond the floor."""
+        self.history.sweep(self.clock(), self._history_limits)
+        return now + HISTORY_SWEEP_INTERVAL
+
+    def _history_limits(self, channel: str) -> tuple[int, float]:
+        options = self._options_for_name(channel)
+        return (0, 0.0) if options is None else (options.history_size, options.history_ttl)
 
     def drain(self) -> None:
         """Stops admitting and asks every client to reconnect elsewhere (3001)."""
