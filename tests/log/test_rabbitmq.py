@@ -22,6 +22,7 @@ import aio_pika
 import aiormq
 import pytest
 
+from tests.integration.live import free_port
 from tidings.config import AmqpSettings
 from tidings.log.base import Record
 from tidings.log.epoch import CONTROL_HEADER, Marker
@@ -218,13 +219,6 @@ class Proxy:
         self.cut()
         if self._server is not None:
             self._server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- round trip and positions -------------------------------------------------------------

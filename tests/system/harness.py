@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import pika
 
+from tests.integration.live import free_port
 from tidings.auth import mint_token
 
 #: Multiplies every timeout of the system tests; raise it on a slow machine.
@@ -30,13 +31,6 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SECRET = "system-test-secret-0123456789abcdef"
 API_KEY = "system-test-api-key-0123"
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
