@@ -11,7 +11,7 @@ Three jobs, each with the one-line errors an operator needs:
 - :class:`StreamReader`: reads a stream from an offset until a condition holds, takes
   a broker-side lock, on plain aiormq channels that nothing restores;
 
-and :func:`decode`, the pure step from delivered stream messages to records.
+while :mod:`tidings.log.message` turns what is read into records.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -47,29 +47,20 @@ from yarl import URL
 
 from tidings.config import AmqpSettings
 from tidings.errors import TidingsError
-from tidings.log.base import Record
-from tidings.log.epoch import CONTROL_HEADER, Control, parse_control
+from tidings.log.message import StreamMessage, from_delivery
 from tidings.router import topic_matches
 
 __all__ = [
-    "POSITION_HEADER",
-    "Decoded",
     "SourceError",
     "StreamLost",
     "StreamReader",
     "Topology",
     "connect",
-    "control_of",
     "declare_topology",
-    "decode",
     "describe",
-    "fingerprint",
     "publish_to_stream",
     "reaches_stream",
 ]
-
-#: The header RabbitMQ puts on every message read from a stream: its offset.
-POSITION_HEADER = "x-stream-offset"
 
 # The exchanges every virtual host has: they cannot be declared, only checked.
 _BUILTIN_EXCHANGES = {
@@ -382,9 +373,7 @@ class StreamReader:
         self._prefetch = prefetch
         self._timeout = timeout
 
-    async def read(
-        self, offset: int | str, step: Callable[[int, DeliveredMessage], _T | None]
-    ) -> _T:
+    async def read(self, offset: int | str, step: Callable[[int, StreamMessage], _T | None]) -> _T:
         """Reads from ``offset`` until ``step(offset, message)`` answers; returns its answer.
 
         Raises:
@@ -400,9 +389,9 @@ class StreamReader:
             nonlocal unacked
             if done.done():
                 return
-            position = (message.header.properties.headers or {}).get(POSITION_HEADER)
-            if isinstance(position, int):
-                answer = step(position, message)
+            read = from_delivery(message)
+            if read is not None:
+                answer = step(read.offset, read)
                 if answer is not None:
                     done.set_result(answer)
                     return
@@ -489,90 +478,3 @@ async def publish_to_stream(
             await channel.default_exchange.publish(message, routing_key=stream, mandatory=True)
     except aiormq.exceptions.PublishError:
         raise StreamLost(f"stream {stream!r} does not exist") from None
-
-
-# -- delivered messages -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Decoded:
-    """What a batch of stream messages holds.
-
-    Attributes:
-        records: the events, positions = offsets + 1, in order.
-        controls: the control messages (offset, message), in order.
-        consumed: the last offset read (the input's if nothing new came).
-        last: the message at ``consumed`` when it is in this batch.
-    """
-
-    records: list[Record] = field(default_factory=list)
-    controls: list[tuple[int, Control]] = field(default_factory=list)
-    consumed: int = -1
-    last: DeliveredMessage | None = None
-
-
-def decode(messages: Sequence[DeliveredMessage], stream: str, consumed: int, now: float) -> Decoded:
-    """Turns messages delivered from ``stream`` into records and control messages.
-
-    Args:
-        messages: as delivered, in offset order.
-        stream: the stream's name (control messages are published to it directly).
-        consumed: the last offset already read; messages at or below it are dropped (the
-            head of a resumed consumer's first chunk).
-        now: the timestamp of records whose message carries none.
-    """
-    out = Decoded(consumed=consumed)
-    records = out.records
-    for message in messages:
-        properties = message.header.properties
-        headers = properties.headers or {}
-        offset = headers.get(POSITION_HEADER)
-        if not isinstance(offset, int) or offset <= consumed:
-            continue
-        consumed = offset
-        out.last = message
-        if CONTROL_HEADER in headers:
-            control = control_of(message, stream)
-            if control is not None:
-                out.controls.append((offset, control))
-                continue
-        fields = dict(headers)
-        del fields[POSITION_HEADER]
-        stamp = properties.timestamp
-        records.append(
-            Record(
-                offset + 1,
-                message.routing_key or "",
-                message.body,
-                stamp.timestamp() if stamp is not None else now,
-                fields,
-            )
-        )
-    out.consumed = consumed
-    return out
-
-
-def fingerprint(message: DeliveredMessage) -> int:
-    """Tells two stream messages apart (within one process): a stream recreated under the
-    same name holds another message at an offset this node has read."""
-    properties = message.header.properties
-    return hash(
-        (
-            getattr(message.delivery, "exchange", ""),
-            message.routing_key,
-            message.body,
-            repr(properties.headers),
-            properties.timestamp,
-            properties.message_id,
-        )
-    )
-
-
-def control_of(message: DeliveredMessage, stream: str) -> Control | None:
-    """The control message ``message`` carries, or None for an event."""
-    return parse_control(
-        getattr(message.delivery, "exchange", ""),
-        message.routing_key or "",
-        stream,
-        message.header.properties.headers or {},
-    )
