@@ -276,6 +276,8 @@ class TestErrors:
             ("[amqp]\nurl = 'amqp://h/'\nexchange = ''\n", "amqp.exchange"),
             ("[amqp]\nurl = 'amqp://h/'\nbindings = []\n", "amqp.bindings"),
             ("[amqp]\nprefetch = 0\n", "amqp.prefetch"),
+            ("[amqp]\nurl = 'amqp://h/'\nreader = 'fast'\n", "amqp.reader"),
+            ("[amqp]\nstream_port = 0\n", "amqp.stream_port"),
             ("namespaces = 5\n", "namespaces"),
             ("[[namespaces]]\nhistory_size = 1\n", "namespaces[0].name"),
             (

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
 SCALE = float(os.environ.get("TIDINGS_TEST_TIME_SCALE", "1"))
 HOST, PORT = "127.0.0.1", 5672
+STREAM_PORT = 5552  # the rabbitmq_stream plugin
 URL = f"amqp://guest:guest@{HOST}:{PORT}/"
 
 
@@ -49,6 +50,18 @@ def _need_broker() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"RabbitMQ is not reachable on {HOST}:{PORT}")
         pytest.skip(f"RabbitMQ is not reachable on {HOST}:{PORT} (make deps starts it)")
+
+
+@pytest.fixture
+def stream_protocol() -> None:
+    """The rabbitmq_stream plugin answers (``make deps`` enables it)."""
+    try:
+        socket.create_connection((HOST, STREAM_PORT), 1).close()
+    except OSError:
+        message = f"RabbitMQ's stream protocol is not reachable on {HOST}:{STREAM_PORT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(f"{message} (make deps enables the rabbitmq_stream plugin)")
 
 
 @dataclass
@@ -175,8 +188,9 @@ async def read_stream(stream: str) -> list[tuple[int, bytes, dict[str, Any]]]:
 class Proxy:
     """A TCP relay to the broker whose connections the test can cut."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, upstream: int = PORT) -> None:
         self.port = port
+        self.upstream = upstream
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._server: asyncio.Server | None = None
 
@@ -189,7 +203,7 @@ class Proxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, PORT)
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.upstream)
         pair = (writer, up_writer)
         self._pairs.add(pair)
 
@@ -219,6 +233,24 @@ class Proxy:
         self.cut()
         if self._server is not None:
             self._server.close()
+
+
+async def publish_cutting_links(
+    exchange_name: str, proxy: Proxy, log: RabbitMqLog | None = None
+) -> None:
+    """Publishes events b"0" to b"399", cutting every link through ``proxy`` before
+    the 100th and the 250th (once ``log`` is ready again, if given)."""
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(exchange_name, ensure=False)
+        for i in range(400):
+            if i in (100, 250):
+                if log is not None:
+                    await until(lambda: log.ready, what="ready again")
+                await proxy.linked()
+                assert proxy.cut() >= 1
+            await exchange.publish(aio_pika.Message(b"%d" % i), routing_key="k")
 
 
 # -- round trip and positions -------------------------------------------------------------
@@ -291,17 +323,26 @@ async def test_two_logs_on_one_stream_see_the_same_positions(names: Names) -> No
         await b.close()
 
 
-async def test_messages_arriving_together_come_as_one_batch(names: Names) -> None:
+@pytest.mark.parametrize("reader", ["auto", "amqp"])
+async def test_messages_arriving_together_come_as_one_batch(names: Names, reader: str) -> None:
     setup = make_log(names.settings())
     await setup.start(Collector(), warm_seconds=0)
     await setup.close()
-    await publish(names.exchange, [("k", b"%d" % i) for i in range(2000)])
-    log, got = make_log(names.settings()), Collector()
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(names.exchange, ensure=False)
+        # Published together, they are written together: a few stream chunks.
+        await asyncio.gather(
+            *(exchange.publish(aio_pika.Message(b"%d" % i), routing_key="k") for i in range(2000))
+        )
+    log, got = make_log(names.settings(reader=reader)), Collector()
     await log.start(got, warm_seconds=60)  # the backlog arrives as fast as it can
     try:
         assert got.bodies == [b"%d" % i for i in range(2000)]
         # aiormq hands over a few messages per read of its channel (a 10-frame buffer),
-        # and those come as one batch: well under one call per record.
+        # the stream protocol a chunk at a time; either comes as one batch: well under
+        # one call per record.
         assert got.batches <= 2000 * 0.8, "records were handed over one by one"
     finally:
         await log.close()
@@ -415,10 +456,11 @@ async def test_retry_on_start_waits_for_the_broker(
 # -- losing the connection ------------------------------------------------------------
 
 
-async def test_cut_connections_lose_and_repeat_nothing(names: Names) -> None:
+@pytest.mark.parametrize("reader", ["auto", "amqp"])
+async def test_cut_connections_lose_and_repeat_nothing(names: Names, reader: str) -> None:
     proxy = Proxy()
     await proxy.start()
-    log, got = make_log(names.settings(url=proxy.url)), Collector()
+    log, got = make_log(names.settings(url=proxy.url, reader=reader)), Collector()
     await log.start(got, warm_seconds=60)
     readiness: set[bool] = set()
 
@@ -429,15 +471,7 @@ async def test_cut_connections_lose_and_repeat_nothing(names: Names) -> None:
 
     watcher = asyncio.create_task(watch())
     try:
-        connection = await aio_pika.connect(URL)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange(names.exchange, ensure=False)
-            for i in range(400):
-                if i in (100, 250):
-                    await proxy.linked()
-                    assert proxy.cut() >= 1
-                await exchange.publish(aio_pika.Message(b"%d" % i), routing_key="k")
+        await publish_cutting_links(names.exchange, proxy)
         await until(lambda: len(got.records) >= 400, timeout=20, what="400 records")
         await asyncio.sleep(0.2 * SCALE)  # anything repeated would show up by now
         assert got.bodies == [b"%d" % i for i in range(400)]
@@ -512,6 +546,106 @@ async def test_broker_closing_the_connection_loses_and_repeats_nothing(names: Na
         await log.close()
 
 
+# -- the two readers -----------------------------------------------------------------------
+
+
+async def appended_come_back(log: RabbitMqLog, got: Collector, n: int = 3) -> None:
+    for i in range(n):
+        await log.append("k", b"%d" % i)
+    await until(lambda: len(got.records) >= n, what=f"{n} records")
+    assert got.bodies[-n:] == [b"%d" % i for i in range(n)]
+
+
+@pytest.mark.usefixtures("stream_protocol")
+@pytest.mark.parametrize("reader", ["auto", "stream", "amqp"])
+async def test_the_stream_protocol_reads_unless_amqp_is_asked_for(
+    names: Names, reader: str
+) -> None:
+    log, got = make_log(names.settings(reader=reader)), Collector()
+    await log.start(got, warm_seconds=0)
+    try:
+        assert log.reader == ("amqp" if reader == "amqp" else "stream")
+        await appended_come_back(log, got)
+    finally:
+        await log.close()
+
+
+async def test_a_required_stream_protocol_that_is_unreachable_is_refused(names: Names) -> None:
+    log = make_log(names.settings(reader="stream", stream_port=free_port()))
+    with pytest.raises(SourceError) as error:
+        await log.start(Collector(), warm_seconds=0)
+    text = str(error.value)
+    assert "stream protocol" in text and "rabbitmq_stream" in text
+    assert "amqp.stream_port" in text and "amqp.reader" in text
+
+
+async def test_auto_reads_over_amqp_when_the_stream_protocol_is_unreachable(
+    names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tidings.log.rabbitmq")
+    log, got = make_log(names.settings(stream_port=free_port())), Collector()
+    await log.start(got, warm_seconds=0)
+    try:
+        assert log.reader == "amqp"
+        assert any("over AMQP 0-9-1" in r.getMessage() for r in caplog.records)
+        await appended_come_back(log, got)
+    finally:
+        await log.close()
+
+
+@pytest.mark.usefixtures("stream_protocol")
+@pytest.mark.parametrize("warm_seconds", [0, 3600], ids=["from-next", "warm-window"])
+async def test_starting_while_events_arrive_loses_and_repeats_nothing(
+    names: Names, warm_seconds: int
+) -> None:
+    """With a warm window the stream protocol reads from a time on; without one, AMQP
+    0-9-1 reads from "next" and hands over to the stream protocol at the next offset."""
+    first = make_log(names.settings())
+    await first.start(Collector(), warm_seconds=0)
+    await first.close()
+    await publish(names.exchange, [("k", b"%d" % i) for i in range(1000)])
+    log, got = make_log(names.settings()), Collector()
+
+    async def more() -> None:
+        await publish(names.exchange, [("k", b"%d" % i) for i in range(1000, 1300)])
+
+    publishing = asyncio.create_task(more())
+    await log.start(got, warm_seconds=warm_seconds)
+    try:
+        assert log.reader == "stream"
+        await publishing
+        await publish(names.exchange, [("k", b"%d" % i) for i in range(1300, 1500)])
+        await until(lambda: got.bodies[-1:] == [b"1499"], timeout=20, what="the last record")
+        await asyncio.sleep(0.2 * SCALE)  # anything repeated would show up by now
+        first_read = 0 if warm_seconds else int(got.bodies[0])
+        assert first_read >= (0 if warm_seconds else 1000)
+        assert got.bodies == [b"%d" % i for i in range(first_read, 1500)]
+        assert got.positions == sorted(set(got.positions))
+    finally:
+        await log.close()
+
+
+@pytest.mark.usefixtures("stream_protocol")
+async def test_cut_stream_protocol_links_lose_and_repeat_nothing(names: Names) -> None:
+    proxy = Proxy(upstream=STREAM_PORT)
+    await proxy.start()
+    log, got = make_log(names.settings(stream_port=proxy.port)), Collector()
+    await log.start(got, warm_seconds=60)
+    try:
+        assert log.reader == "stream"
+        await publish_cutting_links(names.exchange, proxy, log)
+        await until(lambda: len(got.records) >= 400, timeout=20, what="400 records")
+        await asyncio.sleep(0.2 * SCALE)
+        assert got.bodies == [b"%d" % i for i in range(400)]
+        assert got.positions == sorted(set(got.positions))
+        await until(lambda: log.ready, what="ready again")
+        assert log.reader == "stream"
+        assert got.epochs == []  # the same stream was recognised across protocols
+    finally:
+        await log.close()
+        await proxy.close()
+
+
 # -- epoch --------------------------------------------------------------------------------
 
 
@@ -570,8 +704,9 @@ async def test_concurrent_starts_on_a_fresh_stream_agree(names: Names) -> None:
             await log.close()
 
 
-async def test_a_recreated_stream_is_a_new_epoch(names: Names) -> None:
-    a, b = make_log(names.settings()), make_log(names.settings())
+@pytest.mark.parametrize("reader", ["auto", "amqp"])
+async def test_a_recreated_stream_is_a_new_epoch(names: Names, reader: str) -> None:
+    a, b = make_log(names.settings(reader=reader)), make_log(names.settings(reader=reader))
     got_a, got_b = Collector(), Collector()
     await a.start(got_a, warm_seconds=60)
     await b.start(got_b, warm_seconds=60)

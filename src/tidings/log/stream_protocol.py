@@ -1,0 +1,254 @@
+"""Reading the stream over RabbitMQ's stream protocol (the ``rabbitmq_stream`` plugin).
+
+The stream protocol hands over whole chunks of the stream's log, where AMQP 0-9-1 makes the
+broker turn every message into a ``basic.deliver`` with its own frames and the client
+parse each one: ``python -m benchmarks.ingest`` reads about twice as many messages per CPU
+second this way (rstream, 36,000-45,000 a second here against 15,000-20,000 for aiormq).
+:class:`StreamProtocolReader` is only the data path of :class:`~tidings.log.rabbitmq.RabbitMqLog`:
+it reads from a numeric offset and reports a lost subscription; declaring, control
+messages, the epoch and the checks after a reconnect stay on AMQP 0-9-1.
+
+rstream's own recovery is off: after a loss the log re-attaches with the checks a resumed
+reader needs (same stream, same epoch), and a fresh rstream consumer. It connects to
+``amqp.url``'s host only, never to the address a node advertises: in a cluster that host is
+a load balancer or a node holding a replica of the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import rstream
+from rstream.utils import OnClosedErrorInfo
+from yarl import URL
+
+from tidings.config import AmqpSettings
+from tidings.log.message import StreamMessage, normalise_headers
+
+__all__ = ["StreamAddress", "StreamProtocolReader", "message_of"]
+
+# rstream gives the chunks in flight; a few keep the socket busy while one is decoded.
+_INITIAL_CREDIT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAddress:
+    """Where and as whom the stream protocol connects: ``amqp.url``'s host, user, password
+    and virtual host, with ``amqp.stream_port``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    vhost: str
+    tls: bool
+
+    @classmethod
+    def of(cls, settings: AmqpSettings) -> StreamAddress:
+        """The address for ``settings`` (whose ``url`` is set)."""
+        url = URL(settings.url or "")
+        # An empty path means the default virtual host; "/name" names one, percent-encoded.
+        vhost = unquote(url.raw_path[1:]) if len(url.raw_path) > 1 else "/"
+        return cls(
+            host=url.host or "localhost",
+            port=settings.stream_port,
+            user=url.user or "guest",
+            password=url.password or "guest",
+            vhost=vhost,
+            tls=url.scheme == "amqps",
+        )
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} (virtual host {self.vhost!r})"
+
+
+def message_of(message: rstream.AMQPMessage, offset: int) -> StreamMessage:
+    """The stream message of an AMQP 1.0 message read at ``offset``.
+
+    RabbitMQ stores what AMQP 0-9-1 publishers send as AMQP 1.0: headers become
+    application properties, the exchange and routing key message annotations, the
+    timestamp ``creation_time`` in milliseconds.
+    """
+    properties = message.properties
+    annotations = message.message_annotations or {}
+    body: Any = message.body
+    if isinstance(body, list):  # several data sections
+        body = b"".join(body)
+    created = properties.creation_time if properties is not None else None
+    message_id = properties.message_id if properties is not None else None
+    return StreamMessage(
+        offset,
+        _text(annotations.get(b"x-exchange", b"")),
+        _text(annotations.get(b"x-routing-key", b"")),
+        body if isinstance(body, bytes) else bytes(body or b""),
+        normalise_headers(message.application_properties or {}),
+        created / 1000 if created is not None else None,
+        _text(message_id) if message_id is not None else None,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class StreamProtocolReader:
+    """One subscription to the stream at a time, over the stream protocol.
+
+    Args:
+        settings: the ``[amqp]`` settings (``url``, ``stream``, ``stream_port``).
+        on_message: called with every message read, in offset order, synchronously.
+        on_lost: called once when a subscription is lost, with a reason and whether the
+            stream itself changed (deleted, or its leader moved), not just the connection.
+        timeout: seconds to wait for the broker when connecting or subscribing.
+        name: the connection's name, shown by ``rabbitmqctl list_stream_connections``.
+        logger: where to log.
+    """
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        *,
+        on_message: Callable[[StreamMessage], None],
+        on_lost: Callable[[str, bool], None],
+        timeout: float,
+        name: str,
+        logger: logging.Logger,
+    ) -> None:
+        self.address = StreamAddress.of(settings)
+        self._stream = settings.stream
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._timeout = timeout
+        self._name = name
+        self._log = logger
+        self._consumer: rstream.Consumer | None = None
+        # Bumped for every subscription: a late callback of an old one is ignored.
+        self._generation = 0
+
+    def _new_consumer(self) -> rstream.Consumer:
+        generation = self._generation
+
+        def closed(info: OnClosedErrorInfo) -> None:
+            if generation == self._generation and self._stream in (info.streams or []):
+                self._generation += 1
+                changed = info.reason == "Metadata Update"
+                self._on_lost(f"stream protocol: {info.reason}", changed)
+
+        return rstream.Consumer(
+            self.address.host,
+            self.address.port,
+            username=self.address.user,
+            password=self.address.password,
+            vhost=self.address.vhost,
+            ssl_context=ssl.create_default_context() if self.address.tls else None,
+            connection_name=self._name,
+            # Only ever the configured address: a load balancer, a proxy or a mapped port
+            # stands between tidings and the node more often than the node's own name
+            # (which is what the broker advertises) resolves.
+            load_balancer_mode=True,
+            on_close_handler=closed,
+            recovery_strategy=rstream.recovery.BackOffRecoveryStrategy(False),
+        )
+
+    async def probe(self) -> None:
+        """Connects and disconnects: raises if the stream protocol is not reachable.
+
+        Raises:
+            OSError, TimeoutError, rstream.ServerError: as the connection failed.
+        """
+        consumer = self._new_consumer()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await consumer.start()
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await consumer.close()
+
+    async def subscribe(self, offset: int) -> None:
+        """Reads the stream from ``offset`` on; any previous subscription ends first.
+
+        Raises:
+            OSError, TimeoutError, rstream.ServerError, rstream.StreamDoesNotExist: the
+                subscription could not be made (the caller retries).
+        """
+        await self._subscribe(rstream.OffsetType.OFFSET, offset)
+
+    async def subscribe_since(self, seconds: float) -> None:
+        """Reads the stream from the chunk written ``seconds`` before its last one on.
+
+        The broker's clock decides, as with AMQP 0-9-1's ``x-stream-offset = "<N>s"``: the
+        time is counted back from the timestamp the broker gave the stream's last chunk, so
+        call this right after writing to the stream (a node with a wrong clock still reads
+        the right window).
+
+        Raises:
+            as :meth:`subscribe`; TimeoutError too if the stream holds nothing.
+        """
+        await self.cancel()
+        latest = await self._last_chunk_time()
+        await self._subscribe(rstream.OffsetType.TIMESTAMP, latest - math.ceil(seconds * 1000))
+
+    async def _last_chunk_time(self) -> int:
+        """The broker's timestamp (ms) on the stream's last chunk."""
+        found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def received(_message: bytes, context: rstream.MessageContext) -> None:
+            if not found.done():
+                found.set_result(context.timestamp)
+
+        consumer = self._new_consumer()
+        self._generation += 1  # the probe's own close is not a lost subscription
+        try:
+            async with asyncio.timeout(self._timeout):
+                await consumer.subscribe(
+                    self._stream,
+                    received,
+                    offset_specification=rstream.ConsumerOffsetSpecification(
+                        rstream.OffsetType.LAST
+                    ),
+                    initial_credit=1,
+                )
+                return await found
+        finally:
+            found.cancel()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await consumer.close()
+
+    async def _subscribe(self, kind: rstream.OffsetType, value: int) -> None:
+        await self.cancel()
+        generation = self._generation
+        consumer = self._consumer = self._new_consumer()
+        deliver = self._on_message
+
+        def received(message: rstream.AMQPMessage, context: rstream.MessageContext) -> None:
+            if generation == self._generation:
+                deliver(message_of(message, context.offset))
+
+        async with asyncio.timeout(self._timeout):
+            await consumer.subscribe(
+                self._stream,
+                received,
+                decoder=rstream.amqp_decoder,
+                offset_specification=rstream.ConsumerOffsetSpecification(kind, value),
+                initial_credit=_INITIAL_CREDIT,
+            )
+
+    async def cancel(self) -> None:
+        """Ends the current subscription, if any, and closes its connection."""
+        self._generation += 1
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await consumer.close()
