@@ -594,6 +594,40 @@ async def test_auto_reads_over_amqp_when_the_stream_protocol_is_unreachable(
 
 
 @pytest.mark.usefixtures("stream_protocol")
+async def test_both_readers_give_the_same_records(names: Names) -> None:
+    setup = make_log(names.settings())
+    await setup.start(Collector(), warm_seconds=0)
+    await setup.close()
+    headers: list[dict[str, Any]] = [
+        {"x-tidings-channel": "user#1", "account_id": 42},
+        {"flag": True, "ratio": 1.5, "big": 2**40, "none": None},
+        {"text": "caf\u00e9", "empty": ""},
+        {"table": {"a": 1, "b": "two"}, "array": [1, "x"]},
+        {},
+    ]
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(names.exchange, ensure=False)
+        for i, h in enumerate(headers):
+            message = aio_pika.Message(
+                b"body-%d" % i, headers=h, message_id=f"id-{i}", timestamp=1_700_000_000 + i
+            )
+            await exchange.publish(message, routing_key=f"key.{i}")
+    seen = {}
+    for reader in ("stream", "amqp"):
+        log, got = make_log(names.settings(reader=reader)), Collector()
+        await log.start(got, warm_seconds=60)
+        await log.close()
+        assert log.reader == reader
+        seen[reader] = [
+            (r.position, r.routing_key, r.body, r.timestamp, r.headers) for r in got.records
+        ]
+    assert len(seen["stream"]) == len(headers)
+    assert seen["stream"] == seen["amqp"]
+
+
+@pytest.mark.usefixtures("stream_protocol")
 @pytest.mark.parametrize("warm_seconds", [0, 3600], ids=["from-next", "warm-window"])
 async def test_starting_while_events_arrive_loses_and_repeats_nothing(
     names: Names, warm_seconds: int

@@ -59,17 +59,25 @@ class StreamMessage:
 
 
 def normalise_headers(raw: Mapping[Any, Any]) -> dict[str, Any]:
-    """Headers with text keys and values: the stream protocol hands out AMQP 1.0 strings
-    as bytes where AMQP 0-9-1 gives ``str``; bytes that are not UTF-8 stay bytes."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(key, bytes):
-            key = key.decode("utf-8", "replace")
-        if isinstance(value, bytes):
-            with contextlib.suppress(UnicodeDecodeError):
-                value = value.decode("utf-8")
-        out[key] = value
-    return out
+    """Headers with text keys and values, nested tables and arrays too: the stream
+    protocol hands out AMQP 1.0 strings as bytes where AMQP 0-9-1 gives ``str``; bytes
+    that are not UTF-8 stay bytes."""
+    return {_text_key(key): _normalised(value) for key, value in raw.items()}
+
+
+def _text_key(key: Any) -> str:
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, bytes):
+        with contextlib.suppress(UnicodeDecodeError):
+            return value.decode("utf-8")
+    elif isinstance(value, Mapping):
+        return normalise_headers(value)
+    elif isinstance(value, list):
+        return [_normalised(item) for item in value]
+    return value
 
 
 def from_delivery(message: DeliveredMessage) -> StreamMessage | None:
@@ -153,12 +161,14 @@ def decode(messages: Sequence[StreamMessage], stream: str, consumed: int, now: f
 def fingerprint(message: StreamMessage) -> int:
     """Tells two stream messages apart (within one process): a stream recreated under the
     same name holds another message at an offset this node has read."""
+    # Header values are left out: the two protocols may give a value of an unusual type
+    # (a table, a timestamp) in different shapes, and the same message must match itself.
     return hash(
         (
             message.exchange,
             message.routing_key,
             message.body,
-            repr(sorted(message.headers.items(), key=lambda item: item[0])),
+            tuple(sorted(message.headers)),
             message.timestamp,
             message.message_id,
         )

@@ -31,9 +31,10 @@ from rstream.utils import OnClosedErrorInfo
 from yarl import URL
 
 from tidings.config import AmqpSettings
+from tidings.log.amqp10 import Unsupported, read_message
 from tidings.log.message import StreamMessage, normalise_headers
 
-__all__ = ["StreamAddress", "StreamProtocolReader", "message_of"]
+__all__ = ["StreamAddress", "StreamProtocolReader", "message_from_bytes", "message_of"]
 
 # rstream gives the chunks in flight; a few keep the socket busy while one is decoded.
 _INITIAL_CREDIT = 10
@@ -90,6 +91,24 @@ def message_of(message: rstream.AMQPMessage, offset: int) -> StreamMessage:
         _text(annotations.get(b"x-routing-key", b"")),
         body if isinstance(body, bytes) else bytes(body or b""),
         normalise_headers(message.application_properties or {}),
+        created / 1000 if created is not None else None,
+        _text(message_id) if message_id is not None else None,
+    )
+
+
+def message_from_bytes(data: bytes, offset: int) -> StreamMessage:
+    """The stream message of an encoded AMQP 1.0 message read at ``offset``: read by
+    :mod:`tidings.log.amqp10` when it can, else decoded by rstream."""
+    try:
+        exchange, routing_key, headers, message_id, created, body = read_message(data)
+    except Unsupported:
+        return message_of(rstream.amqp_decoder(data), offset)
+    return StreamMessage(
+        offset,
+        exchange,
+        routing_key,
+        body,
+        normalise_headers(headers),
         created / 1000 if created is not None else None,
         _text(message_id) if message_id is not None else None,
     )
@@ -230,15 +249,26 @@ class StreamProtocolReader:
         consumer = self._consumer = self._new_consumer()
         deliver = self._on_message
 
-        def received(message: rstream.AMQPMessage, context: rstream.MessageContext) -> None:
-            if generation == self._generation:
-                deliver(message_of(message, context.offset))
+        def received(data: bytes, context: rstream.MessageContext) -> None:
+            if generation != self._generation:
+                return
+            try:
+                message = message_from_bytes(data, context.offset)
+            except Exception:
+                # Never dropped: as a record without headers it is counted and quarantined
+                # as unroutable by the node.
+                self._log.exception(
+                    "stream %r: cannot decode the message at offset %d; passed on as is",
+                    self._stream,
+                    context.offset,
+                )
+                message = StreamMessage(context.offset, "", "", data)
+            deliver(message)
 
         async with asyncio.timeout(self._timeout):
             await consumer.subscribe(
                 self._stream,
                 received,
-                decoder=rstream.amqp_decoder,
                 offset_specification=rstream.ConsumerOffsetSpecification(kind, value),
                 initial_credit=_INITIAL_CREDIT,
             )
