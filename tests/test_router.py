@@ -271,10 +271,19 @@ class TestRoute:
     def test_data_is_recompacted(self) -> None:
         result = route([], record(b'{\n  "a" :  [1,\n 2]\n}', "news"))
         assert result == Routed(("news",), b'{"a":[1,2]}')
+        carriage = route([], record(b'{"a":\r1}', "news"))
+        assert carriage == Routed(("news",), b'{"a":1}')
+
+    def test_json_on_one_line_is_passed_on_as_it_came(self) -> None:
+        body = b'  {"a" : [1, 2], "s": "x\\ny"} '  # an escaped newline is not a line break
+        assert route([], record(body, "news")) == Routed(("news",), body)
 
     @pytest.mark.parametrize("channel", ["has space", "a{b", "x" * 256, "new\nline"])
     def test_invalid_channel(self, channel: str) -> None:
         assert rejected(route([], record({}, "k", {CHANNEL_HEADER: channel}))) == "bad_channel"
+
+    def test_a_routing_key_ending_in_a_newline_is_no_channel(self) -> None:
+        assert rejected(route([], record({}, "news\n"))) == "bad_channel"
 
     @pytest.mark.parametrize("value", ["a,b", "alice#x", "a b"])
     def test_placeholder_values_cannot_widen_a_channel(self, value: str) -> None:

@@ -40,7 +40,7 @@ __all__ = [
 
 CHANNEL_HEADER = "x-tidings-channel"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_CHANNEL = re.compile(r"^[^\s{}]{1,255}$")
+_CHANNEL = re.compile(r"^[^\s{}]{1,255}\Z")
 _RULE_KEYS = {"match", "headers", "channels", "data", "format"}
 
 
@@ -257,8 +257,12 @@ class Router:
                 return Rejected("not_json", f"body is not JSON: {exc}")
             except _Missing as exc:
                 return Rejected("missing_field", str(exc))
-            # Re-encoding compacts the JSON: no raw newline may reach the newline-joined wire.
-            data = orjson.dumps(value)
+            if data_path or b"\n" in record.body or b"\r" in record.body:
+                # Re-encoding compacts the JSON: no raw newline may reach the
+                # newline-joined wire.
+                data = orjson.dumps(value)
+            else:
+                data = record.body  # valid JSON (just parsed) on one line: sent as it came
         return Routed(tuple(dict.fromkeys(channels)), data)
 
     @staticmethod
