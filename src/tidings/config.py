@@ -356,7 +356,7 @@ def _validate(s: Settings) -> None:
     if s.server.log_format not in ("text", "json"):
         raise ConfigError("server.log_format", "must be 'text' or 'json'")
     for i, origin in enumerate(s.server.allowed_origins):
-        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+        if origin != "*" and not re.match(r"^https?://[^/\s]+\Z", origin):
             raise ConfigError(
                 f"server.allowed_origins[{i}]",
                 f"expected '*' or scheme://host[:port] without a path, got {origin!r}",
@@ -381,7 +381,7 @@ def _validate(s: Settings) -> None:
                 )
     names: set[str] = set()
     for i, ns in enumerate(s.namespaces):
-        if not re.match(r"^[A-Za-z0-9_.\-]+$", ns.name):
+        if not re.match(r"^[A-Za-z0-9_.\-]+\Z", ns.name):
             raise ConfigError(f"namespaces[{i}].name", f"invalid namespace name {ns.name!r}")
         if ns.name in names:
             raise ConfigError(f"namespaces[{i}].name", f"namespace {ns.name!r} defined twice")

@@ -38,8 +38,8 @@ DEMO_TOKEN_TTL = 900
 KINDS = ("invoice.created", "invoice.sent", "invoice.paid", "invoice.overdue")
 
 _HERE = Path(__file__).resolve().parent
-_USER = re.compile(r"^[a-z0-9_-]{1,32}$")
-_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
+_USER = re.compile(r"^[a-z0-9_-]{1,32}\Z")
+_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?\Z")
 _STATIC = {
     "/demo/demo.js": ("demo.js", "text/javascript"),
     "/demo/demo.css": ("demo.css", "text/css"),
