@@ -12,9 +12,12 @@ In one run it
    with publisher confirms (prefill speed is not what is measured);
 2. reads the stream from its first offset to the N-th event, each reader in a fresh process:
 
-   - ``tidings``: :class:`tidings.log.rabbitmq.RabbitMqLog` itself (aio-pika/aiormq,
-     ``amqp.prefetch`` as configured), started with a warm window covering the prefill; the
-     clock runs from ``start()`` to the N-th record handed to ``on_records``;
+   - ``tidings``: :class:`tidings.log.rabbitmq.RabbitMqLog` itself as it runs by default
+     (``amqp.reader = "stream"``: the stream protocol through rstream's transport and
+     :mod:`tidings.log.amqp10`), started with a warm window covering the prefill; the clock
+     runs from ``start()`` to the N-th record handed to ``on_records``;
+   - ``tidings-amqp``: the same with ``amqp.reader = "amqp"`` (aio-pika/aiormq,
+     ``amqp.prefetch`` as configured), its fallback;
    - ``aiormq``: a bare aiormq consumer (``x-stream-offset: first``, a large prefetch, one
      ``basic.ack(multiple)`` per quarter of it) that builds the same records;
    - ``rbfly`` and ``rstream``: the RabbitMQ stream protocol (``rabbitmq_stream`` plugin,
@@ -66,7 +69,7 @@ import orjson
 ROUTING_KEY = "bench.ingest"
 CHANNEL_HEADER = "x-tidings-channel"
 CONTROL_HEADER = "x-tidings-control"
-DEFAULT_VARIANTS = ("tidings", "aiormq", "rbfly", "rstream")
+DEFAULT_VARIANTS = ("tidings", "tidings-amqp", "aiormq", "rbfly", "rstream")
 ALL_VARIANTS = (*DEFAULT_VARIANTS, "rstream-raw")
 RESULTS = Path(__file__).parent / "results" / "ingest.jsonl"
 _BATCH = 2000  # prefill events per confirmed batch
@@ -268,7 +271,7 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-async def read_tidings(cfg: Config, tally: Tally) -> dict[str, Any]:
+async def read_tidings(cfg: Config, tally: Tally, reader: str = "stream") -> dict[str, Any]:
     import logging
 
     from tidings.config import AmqpSettings
@@ -281,6 +284,8 @@ async def read_tidings(cfg: Config, tally: Tally) -> dict[str, Any]:
         stream=cfg.stream,
         bindings=["#"],
         prefetch=cfg.tidings_prefetch,
+        reader=reader,
+        stream_port=cfg.stream_port,
     )
 
     class Consumer:
@@ -307,7 +312,7 @@ async def read_tidings(cfg: Config, tally: Tally) -> dict[str, Any]:
         await log.close()
         with contextlib.suppress(BaseException):
             await start
-    return {"prefetch": cfg.tidings_prefetch}
+    return {"prefetch": cfg.tidings_prefetch, "reader": log.reader}
 
 
 async def read_aiormq(cfg: Config, tally: Tally) -> dict[str, Any]:
@@ -479,6 +484,7 @@ def _dist_version(name: str) -> str:
 
 READERS: dict[str, Callable[[Config, Tally], Any]] = {
     "tidings": read_tidings,
+    "tidings-amqp": lambda cfg, tally: read_tidings(cfg, tally, reader="amqp"),
     "aiormq": read_aiormq,
     "rbfly": read_rbfly,
     "rstream": read_rstream,
@@ -581,7 +587,7 @@ def _proc_cpu(process: Any) -> float:
 def table(results: list[dict[str, Any]], reference: str | None) -> str:
     rows = [("protocol", "reader", "records/s", "steady/s", "reader CPU s", "records/CPU-s",
              "broker CPU s", "offsets identical")]  # fmt: skip
-    protocol = {"tidings": "AMQP 0-9-1", "aiormq": "AMQP 0-9-1"}
+    protocol = {"tidings-amqp": "AMQP 0-9-1", "aiormq": "AMQP 0-9-1"}
     for r in results:
         kind = protocol.get(r["variant"], "stream") + (f" #{r['round']}" if "round" in r else "")
         if "error" in r:
