@@ -3,13 +3,15 @@
 The numbers follow the Centrifugo client protocol so that the official SDKs react as they
 are built to: error codes below 100 (or ``temporary``) are retried, other errors are final
 for the call that got them; close codes 3000-3499 make the SDK reconnect, 3500-3999 stop it.
+Below 3000 are the WebSocket protocol's own close codes (RFC 6455 §7.4.1), sent when a
+client breaks the framing rather than the client protocol.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["DisconnectCode", "ErrorCode"]
+__all__ = ["CloseCode", "DisconnectCode", "ErrorCode"]
 
 
 class ErrorCode(IntEnum):
@@ -76,3 +78,15 @@ class DisconnectCode(IntEnum):
     def reconnect(self) -> bool:
         """Whether a client closed with this code should reconnect."""
         return self < 3500
+
+
+class CloseCode(IntEnum):
+    """RFC 6455 close codes sent by tidings' own WebSocket layer (``protocol/wsframes.py``).
+
+    The ``centrifuge`` SDK treats 1009 as final and the others like a dropped transport.
+    """
+
+    NORMAL = 1000  # a close answered without a code of the client's
+    PROTOCOL_ERROR = 1002  # unmasked frame, reserved bits or opcode, bad fragmentation
+    INVALID_DATA = 1007  # a text message that is not UTF-8
+    MESSAGE_TOO_BIG = 1009  # a message over client.max_frame_bytes
