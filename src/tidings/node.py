@@ -101,6 +101,7 @@ class Node:
         self.draining = False
         #: Every open client connection, so a shutdown can close them all.
         self.live: set[Closable] = set()
+        self._all_closed: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -136,6 +137,26 @@ class Node:
         self.metrics.ready.set(0)
         for conn in list(self.live):
             conn.close(DisconnectCode.SHUTDOWN)
+
+    def join(self, conn: Closable) -> None:
+        """``conn`` is open: a shutdown closes it."""
+        self.live.add(conn)
+
+    def leave(self, conn: Closable) -> None:
+        """``conn`` has ended."""
+        self.live.discard(conn)
+        if not self.live and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def wait_closed(self) -> None:
+        """Returns once every client connection has ended."""
+        if not self.live:
+            return
+        self._all_closed = asyncio.Event()
+        try:
+            await self._all_closed.wait()
+        finally:
+            self._all_closed = None
 
     async def stop(self) -> None:
         """Stops the timers and the log."""

@@ -1,9 +1,13 @@
 """The lifecycle: build the aiohttp application, run one or several worker processes.
 
-Shutdown order (SIGTERM or SIGINT): stop accepting; mark the node not ready; ask every
-client to reconnect elsewhere (close 3001); wait up to ``server.shutdown_timeout`` for the
-connections to finish; cancel the rest; close the log. Nothing is acknowledged to
-RabbitMQ that the hub has not taken, so a stop never loses an event.
+Each worker listens through the front (``transport/front.py``): WebSocket upgrades are
+answered there, everything else is served by aiohttp.
+
+Shutdown order (SIGTERM or SIGINT): stop accepting (close the front's server); mark the
+node not ready; ask every client to reconnect elsewhere (close 3001); wait up to
+``server.shutdown_timeout`` for the connections to finish; cancel the rest; close the log.
+Nothing is acknowledged to RabbitMQ that the hub has not taken, so a stop never loses an
+event.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from tidings.config import Settings
 from tidings.demo import add_demo_routes
 from tidings.log.base import Log
 from tidings.node import Node
+from tidings.transport.front import start_site
 from tidings.transport.sse import add_sse_routes
-from tidings.transport.websocket import handle_uni_websocket, handle_websocket
+from tidings.transport.websocket import add_websocket_routes
 
 __all__ = ["create_app", "make_log", "run"]
 
@@ -60,8 +65,7 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     node = Node(settings, event_log or make_log(settings, name), name=name)
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node
-    app.router.add_get("/connection/websocket", handle_websocket)
-    app.router.add_get("/connection/uni_websocket", handle_uni_websocket)
+    add_websocket_routes(app)
     add_sse_routes(app)
     add_demo_routes(app, settings)
     add_routes(app)
@@ -69,10 +73,23 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     async def start(app: web.Application) -> None:
         await node.start()
 
+    # aiohttp's runner.cleanup() calls these in order: drain (on_shutdown); then aiohttp
+    # closes its idle connections and waits for its requests in progress (event streams);
+    # then stop (on_cleanup). WebSocket connections are not aiohttp requests, so stop waits
+    # for them, until shutdown_timeout after the drain began.
+    deadline = 0.0
+
     async def drain(app: web.Application) -> None:
+        nonlocal deadline
+        deadline = asyncio.get_running_loop().time() + settings.server.shutdown_timeout
         node.drain()
 
     async def stop(app: web.Application) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await node.wait_closed()
+        except TimeoutError:
+            log.warning("%d connections still open after server.shutdown_timeout", len(node.live))
         await node.stop()
 
     app.on_startup.append(start)
@@ -103,8 +120,7 @@ async def _serve(settings: Settings, sock: socket.socket, name: str) -> None:
         shutdown_timeout=settings.server.shutdown_timeout,
     )
     await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
+    site = await start_site(runner, sock)
     host, port = sock.getsockname()[:2]
     log.info("tidings %s listening on http://%s:%d/", name, host, port)
     stop = asyncio.Event()
@@ -115,6 +131,7 @@ async def _serve(settings: Settings, sock: socket.socket, name: str) -> None:
         await stop.wait()
     finally:
         log.info("tidings %s shutting down", name)
+        site.close()
         await runner.cleanup()
 
 

@@ -28,6 +28,7 @@ from tidings.auth import mint_token
 from tidings.config import Settings, load_settings
 from tidings.node import Node
 from tidings.server import create_app
+from tidings.transport.front import start_site
 
 SECRET = "integration-test-secret-0123456789abcdef"
 API_KEY = "integration-api-key-0123"
@@ -88,6 +89,7 @@ class LiveServer:
 
     app: web.Application
     runner: web.AppRunner
+    site: asyncio.Server
     port: int
     http: aiohttp.ClientSession
     stopped: bool = False
@@ -105,6 +107,7 @@ class LiveServer:
         """The real shutdown sequence (stop listening, drain with 3001, clean up)."""
         if not self.stopped:
             self.stopped = True
+            self.site.close()
             await self.runner.cleanup()
 
     async def api(
@@ -139,15 +142,23 @@ class LiveServer:
         }
 
 
+def listening_socket() -> socket.socket:
+    """A listening socket on an ephemeral port of 127.0.0.1."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
 async def start_server(settings: Settings, http: aiohttp.ClientSession) -> LiveServer:
-    """Builds the app with ``create_app`` and serves it on port 0."""
+    """Builds the app with ``create_app`` and serves it on port 0 as ``tidings serve`` does
+    (through ``start_site``)."""
     app = create_app(settings, name="test-node")
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=scaled(2))
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return LiveServer(app, runner, port, http)
+    sock = listening_socket()
+    port = int(sock.getsockname()[1])
+    site = await start_site(runner, sock)
+    return LiveServer(app, runner, site, port, http)
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> None:

@@ -81,12 +81,17 @@ class Connection(abc.ABC):
         if transport.is_closing():
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._limit:
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Cuts the client (3008) when its unsent bytes pass ``max_queue_bytes``."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > self._limit:
             self.node.metrics.slow_disconnects.inc()
             log.info(
                 "client %s is too slow (%d bytes unsent); disconnecting",
                 self.session.client_id if self.session else "-",
-                transport.get_write_buffer_size(),
+                unsent,
             )
             self.close(DisconnectCode.SLOW, "client.max_queue_bytes exceeded")
 
@@ -131,20 +136,22 @@ class Connection(abc.ABC):
         ``reason`` is plain text (never JSON: the SDK would read it as legacy advice)."""
         if self.closing:
             return
-        self.closing = True
-        self._pending = []
-        self._single = None
-        self.node.timers.cancel(self)
+        self._stop()
         self.node.metrics.disconnects.labels(str(int(code))).inc()
         if self.session is not None:
             self.session.disconnect(code)
         self._close_transport(code, (reason or code.reason)[:120])
 
-    def finished(self) -> None:
-        """The socket is gone: release the session and the timers."""
+    def _stop(self) -> None:
+        """Stops writing and timing: the start of every close."""
         self.closing = True
         self._pending = []
+        self._single = None
         self.node.timers.cancel(self)
+
+    def finished(self) -> None:
+        """The socket is gone: release the session and the timers."""
+        self._stop()
         if self.session is not None:
             self.session.closed()
             # The timer heap may hold this object until its old deadline; let the session

@@ -435,7 +435,7 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
         response.enable_chunked_encoding()
     gauge = node.metrics.connections.labels(conn.kind)
     gauge.inc()
-    node.live.add(conn)
+    node.join(conn)
     try:
         await response.prepare(request)
         conn.start(request)
@@ -445,7 +445,7 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
         pass
     finally:
         conn.finished()
-        node.live.discard(conn)
+        node.leave(conn)
         gauge.dec()
     if response.prepared and not transport.is_closing():
         # Ends the chunked body; a client that does not read it is not waited for long.

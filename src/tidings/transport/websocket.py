@@ -1,46 +1,90 @@
 """WebSocket transports: bidirectional (the SDK's) and push-only (a bare browser WebSocket).
 
-aiohttp performs the upgrade and reads frames; writes bypass its writer and go straight to
-the socket as pre-built frames, which is what lets one encoded publication serve every
-subscriber. Compression is never negotiated, so frames are plain and shareable.
+Once the handshake is answered, the connection object *is* the socket's asyncio protocol:
+it reads client frames with the sans-I/O :class:`~tidings.protocol.wsframes.FrameReader`
+and writes pre-built frames straight to the transport, which is what lets one encoded
+publication serve every subscriber. Nothing of aiohttp stays behind per connection (its
+request handler, parser, request, task and WebSocket objects cost ~9 KB per idle
+connection). Compression is never negotiated, so frames are plain and shareable.
+
+The handshake is answered in one of two places, with the same checks and answers:
+
+- the front (``transport/front.py``), for a connection whose first request is the upgrade:
+  the usual case, and the only one for browsers, which open a fresh connection for every
+  WebSocket;
+- the aiohttp routes registered here, for an upgrade sent on a kept-alive connection that
+  aiohttp already serves (clients that pool connections, such as aiohttp's own
+  ``ClientSession``, do this). The route takes the socket over from aiohttp
+  (:func:`_take_over`) and hands it to the same connection class.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
+from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tidings.appkeys import NODE
 from tidings.codes import DisconnectCode
 from tidings.node import Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
+from tidings.protocol.handshake import Refusal, check_upgrade, switching_protocols
 from tidings.protocol.session import Session
+from tidings.protocol.wsframes import (
+    Close,
+    Failure,
+    FrameReader,
+    Message,
+    Opcode,
+    Ping,
+    close_frame,
+    encode_frame,
+)
 from tidings.publication import Publication, websocket_text_frame
 from tidings.transport.connection import Connection
-from tidings.transport.gate import refuse_early
+from tidings.transport.gate import as_response, refuse_early
 
-__all__ = ["handle_uni_websocket", "handle_websocket"]
+__all__ = [
+    "BIDIRECTIONAL_PATH",
+    "UNIDIRECTIONAL_PATH",
+    "UniWebSocketConnection",
+    "WebSocketConnection",
+    "add_websocket_routes",
+    "is_websocket_path",
+    "open_websocket",
+]
 
 log = logging.getLogger(__name__)
+
+BIDIRECTIONAL_PATH = "/connection/websocket"
+UNIDIRECTIONAL_PATH = "/connection/uni_websocket"
+#: Seconds a closing connection waits for the client's close frame (and for its unsent
+#: bytes to drain) before the socket is aborted.
 _CLOSE_GRACE = 2.0
 
 
-class WebSocketConnection(Connection):
-    """A bidirectional connection: pushes wrapped as ``{"push":…}``, newline-joined."""
+class WebSocketConnection(Connection, asyncio.Protocol):
+    """A bidirectional connection: pushes wrapped as ``{"push":…}``, newline-joined.
 
-    __slots__ = ("ws",)
+    It is the asyncio protocol of its socket from the end of the handshake on.
+    """
+
+    __slots__ = ("_closer", "_reader")
 
     kind = "websocket"
+    bidirectional = True
 
-    def __init__(self, node: Node, transport: asyncio.Transport, ws: web.WebSocketResponse) -> None:
+    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
         super().__init__(node, transport)
-        self.ws = ws
+        self._reader = FrameReader(node.settings.client.max_frame_bytes)
+        # Armed by a close: aborts the socket if the client has not finished by then.
+        self._closer: asyncio.TimerHandle | None = None
 
+    # ------------------------------------------------------------------ encoding hooks
     def _line(self, pub: Publication) -> bytes:
         return pub.push
 
@@ -50,26 +94,127 @@ class WebSocketConnection(Connection):
     def _frame(self, lines: list[bytes]) -> bytes:
         return websocket_text_frame(b"\n".join(lines))
 
-    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
-        asyncio.get_running_loop().create_task(self._close_ws(code, reason))
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, tail: bytes, query_connect: str | None) -> None:
+        """Starts the session on the upgraded socket, whose protocol this now is.
 
-    async def _close_ws(self, code: DisconnectCode, reason: str) -> None:
-        # A slow client may never read the close frame; abort after a grace period so its
-        # buffered bytes are freed either way.
-        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-            await asyncio.wait_for(
-                self.ws.close(code=int(code), message=reason.encode()), _CLOSE_GRACE
-            )
-        if self.transport.get_write_buffer_size() or not self.transport.is_closing():
-            self.transport.abort()
+        Args:
+            tail: bytes the client sent after the handshake, already read.
+            query_connect: the ``cf_connect`` query parameter, if any (push-only: the
+                connect request, so that the first message need not carry it).
+        """
+        node = self.node
+        now = node.monotonic()
+        session = Session(
+            node,
+            self,
+            node.settings.client,
+            now,
+            bidirectional=self.bidirectional,
+            wall_clock=node.clock(),
+        )
+        self.session = session
+        node.metrics.connections.labels(self.kind).inc()
+        node.join(self)
+        if query_connect is not None:
+            self._on_message(query_connect.encode())
+        if not self.closing:
+            node.timers.schedule(self, session.deadline)
+        if tail:
+            self.data_received(tail)
+
+    def data_received(self, data: bytes) -> None:
+        for event in self._reader.feed(data):
+            if isinstance(event, Message):
+                if not self.closing:
+                    self._on_message(event.data)
+            elif isinstance(event, Ping):
+                if not self.closing:
+                    self.transport.write(encode_frame(Opcode.PONG, event.payload))
+                    self._check_backlog()
+            elif isinstance(event, Close):
+                self._on_close(event)
+            elif isinstance(event, Failure):
+                self._on_failure(event)
+            # A pong needs nothing: liveness is the protocol's own ping ({}), answered in text.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        self.finished()
+        node = self.node
+        node.leave(self)
+        node.metrics.connections.labels(self.kind).dec()
+
+    # ------------------------------------------------------------------ reading
+    def _on_message(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        session.receive(data, self.node.monotonic())
+        self.pump()
+
+    def _on_close(self, event: Close) -> None:
+        if self.closing:
+            # The client answered our close frame: the closing handshake is complete.
+            self.transport.close()
+            return
+        # The client closes first: answer with its code (RFC 6455 §5.5.1) and hang up.
+        self._stop()
+        self._send_close(event.code, "")
+        self.transport.close()
+
+    def _on_failure(self, failure: Failure) -> None:
+        client = self.session.client_id if self.session is not None else ""
+        log.info(
+            "client %s broke the WebSocket protocol (%d): %s",
+            client or "-",
+            failure.code,
+            failure.reason,
+        )
+        if self.closing:
+            self.transport.close()
+            return
+        self._stop()
+        self.node.metrics.disconnects.labels(str(int(failure.code))).inc()
+        if self.session is not None:
+            self.session.closed()
+        self._send_close(int(failure.code), failure.reason)
+
+    # ------------------------------------------------------------------ closing
+    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+        self._send_close(int(code), reason)
+
+    def _send_close(self, code: int | None, reason: str) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        # A slow client may never read the close frame; give up after a grace period so
+        # that its buffered bytes are freed either way.
+        self._closer = asyncio.get_running_loop().call_later(_CLOSE_GRACE, self._give_up)
+
+    def _give_up(self) -> None:
+        self._closer = None
+        transport = self.transport
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
 
 class UniWebSocketConnection(WebSocketConnection):
-    """A push-only connection: each push is a bare ``{"channel":…,"pub":…}``."""
+    """A push-only connection: each push is a bare ``{"channel":…,"pub":…}``.
+
+    The connect request is the first message (or the ``cf_connect`` query parameter);
+    anything the client sends after it is ignored.
+    """
 
     __slots__ = ()
 
     kind = "uni_websocket"
+    bidirectional = False
 
     def _line(self, pub: Publication) -> bytes:
         return pub.uni
@@ -77,79 +222,119 @@ class UniWebSocketConnection(WebSocketConnection):
     def _single_frame(self, pub: Publication) -> bytes:
         return pub.uni_frame
 
+    def _on_message(self, data: bytes) -> None:
+        session = self.session
+        if session is None or session.client_id:
+            return
+        try:
+            body: Any = orjson.loads(data)
+            request = decode_connect_request(body)
+        except (orjson.JSONDecodeError, ProtocolError):
+            self.close(DisconnectCode.BAD_REQUEST)
+            return
+        session.connect_unidirectional(request, self.node.monotonic())
+        self.pump()
 
-async def _serve(request: web.Request, *, bidirectional: bool) -> web.StreamResponse:
+
+_CLASSES: dict[str, type[WebSocketConnection]] = {
+    BIDIRECTIONAL_PATH: WebSocketConnection,
+    UNIDIRECTIONAL_PATH: UniWebSocketConnection,
+}
+
+
+def is_websocket_path(path: str) -> bool:
+    """Whether ``path`` is one of the WebSocket endpoints."""
+    return path in _CLASSES
+
+
+def open_websocket(
+    node: Node,
+    transport: asyncio.Transport,
+    accept: str,
+    path: str,
+    raw_query: str,
+    tail: bytes = b"",
+) -> WebSocketConnection:
+    """Completes a checked handshake and makes the connection the socket's protocol.
+
+    Args:
+        node: the node the connection joins.
+        transport: the socket, with the request head read and nothing answered yet.
+        accept: the ``Sec-WebSocket-Accept`` value from ``check_upgrade``.
+        path: a WebSocket endpoint (:func:`is_websocket_path`).
+        raw_query: the request's query string, still percent-encoded.
+        tail: bytes the client sent after the request head.
+    """
+    transport.write(switching_protocols(accept))
+    conn = _CLASSES[path](node, transport)
+    transport.set_protocol(conn)
+    connect = None
+    if path == UNIDIRECTIONAL_PATH:
+        connect = next((v for k, v in parse_qsl(raw_query) if k == "cf_connect"), None)
+    conn.start(tail, connect)
+    return conn
+
+
+# ---------------------------------------------------------------------- through aiohttp
+class _Tail:
+    """Collects what aiohttp read after the upgrade head (aiohttp's payload-parser shape)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.data += data
+        return False, b""
+
+    def feed_eof(self) -> None:
+        pass
+
+
+def _take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
+    """Detaches the request's socket from aiohttp; returns it and the bytes after the head.
+
+    Relies on three things aiohttp does with an upgraded request, as its own WebSocket
+    support uses them: ``set_parser`` hands over the bytes read past the head; with its
+    ``transport`` cleared, the request handler neither writes to nor closes the socket
+    (the response returned afterwards fails to send and is dropped as a client that left);
+    ``connection_lost`` makes its server forget the handler. Pinned by
+    ``tests/transport/test_front.py`` (an upgrade on a kept-alive connection).
+    """
+    handler = request.protocol
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return None
+    tail = _Tail()
+    handler.set_parser(cast(Any, tail))
+    handler.transport = None
+    handler.connection_lost(None)
+    if not transport.is_reading():  # aiohttp pauses reading when its buffers fill up
+        transport.resume_reading()
+    return transport, tail.data
+
+
+async def _upgrade(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE]
     early = refuse_early(request, node)
     if early is not None:
         return early
-    settings = node.settings.client
-    ws = web.WebSocketResponse(
-        autoping=True,
-        heartbeat=None,
-        compress=False,
-        max_msg_size=settings.max_frame_bytes,
-    )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:  # the peer left during the upgrade
-        return ws
-    cls = WebSocketConnection if bidirectional else UniWebSocketConnection
-    conn = cls(node, transport, ws)
-    now = node.monotonic()
-    session = Session(
-        node, conn, settings, now, bidirectional=bidirectional, wall_clock=node.clock()
-    )
-    conn.session = session
-    gauge = node.metrics.connections.labels(conn.kind)
-    gauge.inc()
-    node.live.add(conn)
-    try:
-        if not bidirectional:
-            query_connect = request.query.get("cf_connect")
-            if query_connect is not None:
-                _uni_connect(conn, session, query_connect)
-        node.timers.schedule(conn, session.deadline)
-        async for msg in ws:
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if conn.closing:
-                    continue
-                if bidirectional:
-                    session.receive(msg.data, node.monotonic())
-                elif session.client_id == "":
-                    _uni_connect(conn, session, msg.data)
-                    continue
-                # Anything a push-only client sends after connecting is ignored.
-                conn.pump()
-            elif msg.type is WSMsgType.ERROR:
-                # aiohttp has closed the socket already (1009 for an oversized frame).
-                log.info("websocket error: %s", ws.exception())
-                node.metrics.disconnects.labels(str(ws.close_code or 1006)).inc()
-                break
-    finally:
-        conn.finished()
-        node.live.discard(conn)
-        gauge.dec()
-    return ws
+    headers = {name.lower(): ", ".join(request.headers.getall(name)) for name in request.headers}
+    checked = check_upgrade(request.method, (request.version.major, request.version.minor), headers)
+    if isinstance(checked, Refusal):
+        return as_response(checked)
+    taken = _take_over(request)
+    if taken is not None:
+        transport, tail = taken
+        open_websocket(
+            node, transport, checked, request.path, request.rel_url.raw_query_string, tail
+        )
+    # aiohttp no longer owns the socket: this response is never sent.
+    return web.Response(status=101)
 
 
-def _uni_connect(conn: WebSocketConnection, session: Session, raw: str | bytes) -> None:
-    try:
-        body: Any = orjson.loads(raw)
-        request = decode_connect_request(body)
-    except (orjson.JSONDecodeError, ProtocolError):
-        conn.close(DisconnectCode.BAD_REQUEST)
-        return
-    session.connect_unidirectional(request, conn.node.monotonic())
-    conn.pump()
-
-
-async def handle_websocket(request: web.Request) -> web.StreamResponse:
-    """``/connection/websocket``: the Centrifugo-compatible bidirectional protocol."""
-    return await _serve(request, bidirectional=True)
-
-
-async def handle_uni_websocket(request: web.Request) -> web.StreamResponse:
-    """``/connection/uni_websocket``: pushes only; the connect request is the first message
-    (or the ``cf_connect`` query parameter)."""
-    return await _serve(request, bidirectional=False)
+def add_websocket_routes(app: web.Application) -> None:
+    """Registers both WebSocket endpoints with aiohttp, for upgrades that reach it."""
+    for path in _CLASSES:
+        app.router.add_get(path, _upgrade, allow_head=False)
