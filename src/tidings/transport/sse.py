@@ -76,7 +76,7 @@ TOKEN_COOKIE = "tidings_token"
 _EVENT_PING = b": ping\n\n"
 _UNI_PING = b"data: {}\n\n"
 _CLOSE_GRACE = 2.0
-_OFFSET = re.compile(r"^[0-9]{1,18}$")
+_OFFSET = re.compile(r"^[0-9]{1,18}\Z")
 #: The position of an id we cannot read: no log has this epoch, so recovery fails plainly.
 _UNREADABLE = RecoverPosition(0, "\x00")
 _REFUSAL_STATUS = {
