@@ -1,7 +1,9 @@
 """Turn a results JSONL file into a Markdown table and a PNG plot.
 
 Usage: ``python -m benchmarks.report benchmarks/results/quick.jsonl`` rewrites ``quick.md``
-and ``quick.png`` beside it (:mod:`benchmarks.run` calls the same functions at the end).
+and ``quick.png`` beside it (:mod:`benchmarks.run` calls the same functions at the end). The
+Markdown page opens with the verdict on the issue's goals (:mod:`benchmarks.verdict`),
+computed from the same records as the table.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from typing import Any
 
 import orjson
 
+from benchmarks import verdict
+
 __all__ = ["load", "markdown", "plot", "write_reports"]
 
 _COLUMNS: list[tuple[str, str]] = [
     ("target", "target"),
     ("cell", "cell"),
     ("status", "status"),
+    ("wk", "workers"),
     ("conn", "connected"),
     ("conn s", "connect_wall_s"),
     ("expected", "expected"),
@@ -36,6 +41,8 @@ _COLUMNS: list[tuple[str, str]] = [
     ("broker CPU %", "broker_cpu_pct"),
     ("srv RSS MB", "server_rss_peak_mb"),
     ("KB/conn", "rss_per_conn_kb"),
+    ("pub/s", "publish_rate"),
+    ("pub CPU %", "publisher_cpu_pct"),
     ("lg CPU %", "loadgen_max_proc_cpu_pct"),
     ("host CPU %", "host_cpu_pct"),
 ]
@@ -66,10 +73,11 @@ def _cell(value: Any) -> str:
 
 
 def markdown(records: Iterable[dict[str, Any]], title: str) -> str:
-    """A Markdown page: one table row per cell, then the notes of skipped or failed cells."""
+    """A Markdown page: the verdict on the goals, one table row per cell, then the notes
+    of cells that were skipped, failed or fell behind."""
     rows = list(records)
-    lines = [f"# {title}", "", "| " + " | ".join(h for h, _ in _COLUMNS) + " |",
-             "|" + "---|" * len(_COLUMNS)]
+    lines = [f"# {title}", "", verdict.markdown(verdict.judge(rows)), "## Cells", "",
+             "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k)) for _, k in _COLUMNS) + " |")
     notes = [f"- {r['target']} {r['cell']}: {r['note']}" for r in rows if r.get("note")]
@@ -121,6 +129,9 @@ def plot(records: Iterable[dict[str, Any]], path: Path, title: str) -> None:
         ax_rate.plot([lo, hi], [lo, hi], ":", color="grey", label="offered")
         ax_rate.set(title=f"{workload}: delivered msgs/s (x: fell behind or lost events)",
                     xlabel="offered deliveries/s", ylabel="delivered msgs/s")
+        goal_ms = (verdict.BROADCAST_P99_MS if workload == "broadcast"
+                   else verdict.PERSONAL_P99_MS)
+        ax_lat.axhline(goal_ms, linestyle="--", color="grey", label=f"goal {goal_ms:g} ms")
         ax_lat.set(title=f"{workload}: p99 publish-to-receive latency",
                    xlabel="offered deliveries/s", ylabel="p99 latency (ms)")
         for ax in (ax_rate, ax_lat):

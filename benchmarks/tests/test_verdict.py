@@ -1,0 +1,141 @@
+"""The verdict on the issue's goals, from synthetic records (no sockets, no processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import verdict
+from benchmarks.report import markdown
+
+
+def _cell(target: str, workload: str, n: int, rate: float = 0, **kw: Any) -> dict[str, Any]:
+    name = f"{workload}-n{n}" + (f"-r{rate:g}" if workload != "idle" else "")
+    record: dict[str, Any] = {"target": target, "cell": name, "workload": workload,
+                              "connections": n, "rate": rate, "status": "ok", "missing": 0}
+    record.update(kw)
+    return record
+
+
+def _bc(target: str, rate: float, per_s: float, p99: float, **kw: Any) -> dict[str, Any]:
+    return _cell(target, "broadcast", 1000, rate, delivered_per_s=per_s,
+                 latency_p99_ms=p99, latency_p50_ms=p99 / 3, **kw)
+
+
+def _line(lines: list[verdict.Line], goal: str) -> verdict.Line:
+    return next(line for line in lines if line.goal == goal)
+
+
+def test_broadcast_takes_each_targets_best_clean_cell_and_compares() -> None:
+    rows = [
+        _bc("baseline", 5, 5_000, 120),
+        _bc("baseline", 10, 9_900, 216),                       # p99 over 200 ms
+        _bc("baseline", 20, 15_000, 90, status="behind"),       # not ok
+        _bc("tidings", 50, 49_000, 70),
+        _bc("tidings", 100, 99_000, 150),
+        _bc("tidings", 150, 140_000, 180, missing=3),           # something missing
+        _bc("tidings", 200, 150_000, 9_000),
+        _bc("stomp", 10, 9_900, 55),
+    ]
+    line = _line(verdict.judge(rows), "broadcast")
+    assert line.verdict == verdict.MET  # 99,000 / 5,000 = 19.8
+    assert "19.80x the baseline" in line.measured
+    assert "10.00x Web-STOMP" in line.measured
+    assert "broadcast-n1000-r100" in line.measured
+    assert "broadcast-n1000-r5" in line.measured
+
+    rows[0]["delivered_per_s"] = 9_901  # 9.999x: short, however it rounds
+    line = _line(verdict.judge(rows), "broadcast")
+    assert line.verdict == verdict.NOT_MET
+    assert "10.00x the baseline" in line.measured
+
+
+def test_broadcast_without_a_qualifying_cell_says_so() -> None:
+    rows = [_bc("baseline", 10, 9_900, 216), _bc("tidings", 50, 49_000, 70)]
+    line = _line(verdict.judge(rows), "broadcast")
+    assert line.verdict == verdict.NOT_MET
+    assert "baseline: no broadcast cell qualifies" in line.measured
+    only_tidings = _line(verdict.judge(rows[1:]), "broadcast")
+    assert only_tidings.verdict == verdict.NOT_MEASURED
+
+
+def test_personal_is_per_worker_and_needs_p99_within_50_ms() -> None:
+    def personal(rate: float, per_s: float, p99: float, workers: int, **kw: Any) -> dict:
+        return _cell("tidings", "personal", 10_000, rate, delivered_per_s=per_s,
+                     latency_p99_ms=p99, workers=workers, **kw)
+
+    rows = [
+        personal(10_000, 10_000, 20, 1),
+        personal(30_000, 30_000, 40, 2),              # 15,000 per worker
+        personal(20_000, 20_000, 60, 1),              # p99 too high
+        personal(25_000, 24_000, 30, 1, missing=1),   # something missing
+        _cell("stomp", "personal", 10_000, 30_000, delivered_per_s=30_000, latency_p99_ms=5),
+    ]
+    line = _line(verdict.judge(rows), "personal")
+    assert line.verdict == verdict.NOT_MET
+    assert line.measured.startswith("tidings 15,000 events/s per worker (2 workers")
+    rows.append(personal(21_000, 21_000, 45, 1))
+    line = _line(verdict.judge(rows), "personal")
+    assert line.verdict == verdict.MET
+    assert "21,000 events/s per worker (1 worker, personal-n10000-r21000" in line.measured
+    bad = _line(verdict.judge([personal(20_000, 3_800, 9_552.85, 1)]), "personal")
+    assert bad.verdict == verdict.NOT_MET
+    assert "no tidings personal cell qualifies" in bad.measured
+    assert "9,553 ms" in bad.measured
+
+
+def test_memory_uses_the_largest_idle_cell_up_to_19500_and_the_100k_cell() -> None:
+    rows = [
+        _cell("tidings", "idle", 1000, rss_per_conn_kb=8.0),
+        _cell("tidings", "idle", 19_500, rss_per_conn_kb=9.5, connected=19_500),
+        _cell("tidings", "idle", 100_000, rss_per_conn_kb=12.0, connected=99_947,
+              status="partial", workers=7),
+        _cell("baseline", "idle", 19_500, rss_per_conn_kb=14.2, connected=19_500),
+    ]
+    rows[0]["connected"] = 1000
+    lines = verdict.judge(rows)
+    memory = _line(lines, "idle memory")
+    assert memory.verdict == verdict.MET
+    assert "tidings 9.5 KB (idle-n19500" in memory.measured
+    assert "baseline 14.2 KB" in memory.measured
+    held = _line(lines, "connections held")
+    assert held.verdict == verdict.NOT_MET
+    assert "99,947 of 100,000" in held.measured
+    assert "7 workers" in held.measured
+    rows[1]["rss_per_conn_kb"] = 10.5
+    rows[2].update(connected=100_000, status="ok")
+    lines = verdict.judge(rows)
+    assert _line(lines, "idle memory").verdict == verdict.NOT_MET
+    assert _line(lines, "connections held").verdict == verdict.MET
+
+
+def test_light_load_and_missing_cells() -> None:
+    rows = [_bc("tidings", 10, 9_900, 14.9), _bc("baseline", 10, 9_900, 216)]
+    line = _line(verdict.judge(rows), "light load")
+    assert line.verdict == verdict.MET
+    assert "tidings p99 14.9 ms" in line.measured
+    assert "baseline p99 216 ms" in line.measured
+    rows[0]["latency_p99_ms"] = 15.0
+    assert _line(verdict.judge(rows), "light load").verdict == verdict.NOT_MET
+    lines = verdict.judge([])
+    assert {line.verdict for line in lines} == {verdict.NOT_MEASURED}
+    assert _line(lines, "overload").measured == "no overload cell in this run"
+
+
+def test_overload_wants_cuts_and_bounded_memory() -> None:
+    def over(target: str, idle: float, peak: float, cut: int) -> dict[str, Any]:
+        return _cell(target, "overload", 1000, 50, server_rss_idle_mb=idle,
+                     server_rss_peak_mb=peak, slow_closed_3008=cut)
+
+    rows = [over("tidings", 70, 90, 100), over("baseline", 50, 900, 0)]
+    line = _line(verdict.judge(rows), "overload")
+    assert line.verdict == verdict.MET
+    assert "baseline overload-n1000-r50: peak RSS 900 MB (18.0x idle)" in line.measured
+    rows[0]["slow_closed_3008"] = 0
+    assert _line(verdict.judge(rows), "overload").verdict == verdict.NOT_MET
+
+
+def test_the_report_opens_with_the_targets_section() -> None:
+    page = markdown([_bc("tidings", 10, 9_900, 12), _bc("baseline", 5, 5_000, 100)], "t")
+    assert page.index("## Targets") < page.index("## Cells")
+    assert "| light load |" in page
+    assert "| broadcast |" in page

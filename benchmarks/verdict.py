@@ -1,0 +1,264 @@
+"""The issue's goals, judged from the cells of one run (never from figures typed in here).
+
+:func:`judge` takes the records of one results file (one per target and cell, as
+:func:`benchmarks.report.load` returns them) and gives one :class:`Line` per goal:
+
+- **broadcast**: each target's best delivered msg/s over broadcast cells that are ``ok`` with
+  nothing missing and p99 <= 200 ms; tidings must reach 10x the baseline's (the ratio to
+  Web-STOMP's is shown too);
+- **personal**: tidings' best events/s per worker (delivered/s / workers) over personal cells
+  that are ``ok`` with nothing missing and p99 <= 50 ms; at least 20,000;
+- **idle memory**: tidings' KB per idle connection in its largest idle cell of at most 19,500
+  connections; at most 10;
+- **connections held**: connections tidings holds in its idle cell of 100,000; all of them;
+- **light load**: tidings' p99 in ``broadcast-n1000-r10``, ``ok`` with nothing missing; under
+  15 ms;
+- **overload**: if the run has ``overload`` cells, tidings' peak RSS there against the
+  baseline's; slow connections must be cut (3008) and memory must stay bounded.
+
+A goal with no qualifying cell is ``not met`` and says so; one whose cells the run lacks
+altogether is ``not measured``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["GOALS", "Line", "judge", "markdown"]
+
+Record = dict[str, Any]
+
+BROADCAST_P99_MS = 200.0
+BROADCAST_RATIO = 10.0
+PERSONAL_P99_MS = 50.0
+PERSONAL_PER_WORKER = 20_000.0
+IDLE_KB_PER_CONN = 10.0
+IDLE_CELL_MAX = 19_500
+HELD = 100_000
+LIGHT_CELL = "broadcast-n1000-r10"
+LIGHT_P99_MS = 15.0
+# Peak RSS under overload, as a multiple of the server's RSS once connected (idle), above
+# which memory counts as unbounded.
+OVERLOAD_RSS_GROWTH = 2.0
+
+GOALS = {
+    "broadcast": f">= {BROADCAST_RATIO:g}x the baseline's delivered msg/s, p99 <= "
+                 f"{BROADCAST_P99_MS:g} ms, nothing missing",
+    "personal": f">= {PERSONAL_PER_WORKER:,.0f} events/s per worker, p99 <= "
+                f"{PERSONAL_P99_MS:g} ms, nothing missing",
+    "idle memory": f"<= {IDLE_KB_PER_CONN:g} KB RSS per idle connection (largest idle cell "
+                   f"<= {IDLE_CELL_MAX:,})",
+    "connections held": f"{HELD:,} concurrent connections (several workers)",
+    "light load": f"p99 < {LIGHT_P99_MS:g} ms in {LIGHT_CELL}, nothing missing",
+    "overload": "slow clients cut with 3008, peak RSS bounded "
+                f"(<= {OVERLOAD_RSS_GROWTH:g}x the idle RSS), unlike the baseline",
+}
+
+MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """The verdict on one goal."""
+
+    goal: str
+    verdict: str
+    measured: str
+
+    @property
+    def target(self) -> str:
+        """What the goal asks for."""
+        return GOALS[self.goal]
+
+
+def _clean(r: Record, p99_ms: float) -> bool:
+    """An ``ok`` cell with nothing missing and p99 within ``p99_ms``."""
+    p99 = r.get("latency_p99_ms")
+    return (r.get("status") == "ok" and r.get("missing") == 0 and p99 is not None
+            and p99 <= p99_ms and (r.get("delivered_per_s") or 0) > 0)
+
+
+def _of(records: Iterable[Record], target: str, workload: str) -> list[Record]:
+    return [r for r in records if r.get("target") == target and r.get("workload") == workload]
+
+
+def _best(records: list[Record], target: str, workload: str, p99_ms: float,
+          rate: Any = None) -> Record | None:
+    rate = rate or (lambda r: r["delivered_per_s"])
+    ok = [r for r in _of(records, target, workload) if _clean(r, p99_ms)]
+    return max(ok, key=rate) if ok else None
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 100 else f"{value:.3g} ms"
+
+
+def _describe(r: Record, rate: float | None = None, unit: str = "msg/s") -> str:
+    rate = r["delivered_per_s"] if rate is None else rate
+    return f"{rate:,.0f} {unit} ({r['cell']}, p99 {_ms(r['latency_p99_ms'])})"
+
+
+def broadcast(records: list[Record]) -> Line:
+    """tidings' best clean broadcast rate against the baseline's (and Web-STOMP's)."""
+    best = {t: _best(records, t, "broadcast", BROADCAST_P99_MS)
+            for t in ("tidings", "baseline", "stomp")}
+    measured = {t: bool(_of(records, t, "broadcast")) for t in best}
+    if not measured["tidings"] or not measured["baseline"]:
+        missing = " and ".join(t for t in ("tidings", "baseline") if not measured[t])
+        return Line("broadcast", NOT_MEASURED, f"no broadcast cell of {missing} in this run")
+    parts = []
+    for t in ("tidings", "baseline", "stomp"):
+        if best[t] is not None:
+            parts.append(f"{t} {_describe(best[t])}")
+        elif measured[t]:
+            parts.append(f"{t}: no broadcast cell qualifies")
+    tidings, baseline, stomp = best["tidings"], best["baseline"], best["stomp"]
+    if tidings is None or baseline is None:
+        return Line("broadcast", NOT_MET, "; ".join(parts) + "; no ratio")
+    ratio = tidings["delivered_per_s"] / baseline["delivered_per_s"]
+    ratios = [f"{ratio:.2f}x the baseline"]
+    if stomp is not None:
+        ratios.append(f"{tidings['delivered_per_s'] / stomp['delivered_per_s']:.2f}x Web-STOMP")
+    measured_text = "tidings = " + ", ".join(ratios) + ": " + "; ".join(parts)
+    return Line("broadcast", MET if ratio >= BROADCAST_RATIO else NOT_MET, measured_text)
+
+
+def _workers(r: Record) -> int:
+    return max(1, int(r.get("workers") or 1))
+
+
+def personal(records: list[Record]) -> Line:
+    """tidings' best clean personal rate per worker."""
+    cells = _of(records, "tidings", "personal")
+    if not cells:
+        return Line("personal", NOT_MEASURED, "no personal cell of tidings in this run")
+
+    def per_worker(r: Record) -> float:
+        return float(r["delivered_per_s"]) / _workers(r)
+
+    best = _best(records, "tidings", "personal", PERSONAL_P99_MS, per_worker)
+    if best is None:
+        fastest = max(cells, key=lambda r: r.get("delivered_per_s") or 0)
+        p99 = fastest.get("latency_p99_ms")
+        return Line("personal", NOT_MET, f"no tidings personal cell qualifies (of "
+                    f"{len(cells)}; the fastest, {fastest['cell']}: {fastest.get('status')}, "
+                    f"{fastest.get('missing') or 0:,} missing, p99 "
+                    f"{_ms(p99) if p99 is not None else 'none'})")
+    rate = per_worker(best)
+    workers = _workers(best)
+    text = _describe(best, rate, "events/s per worker").replace(
+        "(", f"({workers} worker{'s' if workers > 1 else ''}, ", 1)
+    return Line("personal", MET if rate >= PERSONAL_PER_WORKER else NOT_MET, f"tidings {text}")
+
+
+def _idle(records: list[Record], target: str) -> list[Record]:
+    return [r for r in _of(records, target, "idle")
+            if r.get("status") in ("ok", "partial") and r.get("connected")]
+
+
+def idle_memory(records: list[Record]) -> Line:
+    """KB per connection in tidings' largest idle cell of at most 19,500 connections."""
+    if not _of(records, "tidings", "idle"):
+        return Line("idle memory", NOT_MEASURED, "no idle cell of tidings in this run")
+    parts = []
+    verdict = NOT_MET
+    for t in ("tidings", "baseline", "stomp"):
+        cells = [r for r in _idle(records, t) if r["connections"] <= IDLE_CELL_MAX
+                 and r.get("rss_per_conn_kb") is not None]
+        if not cells:
+            if t == "tidings":
+                parts.append(f"tidings: no idle cell of at most {IDLE_CELL_MAX:,} "
+                             f"connections qualifies")
+            continue
+        r = max(cells, key=lambda r: r["connections"])
+        parts.append(f"{t} {r['rss_per_conn_kb']:.1f} KB ({r['cell']}, "
+                     f"{r['connected']:,} connected)")
+        if t == "tidings" and r["rss_per_conn_kb"] <= IDLE_KB_PER_CONN:
+            verdict = MET
+    return Line("idle memory", verdict, "; ".join(parts))
+
+
+def connections_held(records: list[Record]) -> Line:
+    """Connections tidings held in its idle cell of 100,000."""
+    cells = [r for r in _of(records, "tidings", "idle") if r.get("connections", 0) >= HELD]
+    if not cells:
+        return Line("connections held", NOT_MEASURED,
+                    f"no tidings idle cell of {HELD:,} connections in this run")
+    r = max(cells, key=lambda r: r.get("connected") or 0)
+    held = int(r.get("connected") or 0)
+    text = f"tidings {held:,} of {r['connections']:,} ({r['cell']}, {r.get('status')}"
+    if r.get("workers"):
+        text += f", {r['workers']} workers"
+    if r.get("rss_per_conn_kb") is not None:
+        text += f", {r['rss_per_conn_kb']:.1f} KB each"
+    text += ")"
+    if r.get("note"):
+        text += f": {r['note']}"
+    return Line("connections held", MET if held >= HELD else NOT_MET, text)
+
+
+def light_load(records: list[Record]) -> Line:
+    """tidings' p99 in the light-load cell."""
+    cells = {r["target"]: r for r in records if r.get("cell") == LIGHT_CELL}
+    if "tidings" not in cells:
+        return Line("light load", NOT_MEASURED, f"no {LIGHT_CELL} cell of tidings in this run")
+    parts = []
+    for t in ("tidings", "baseline", "stomp"):
+        r = cells.get(t)
+        if r is None:
+            continue
+        if r.get("latency_p99_ms") is None:
+            parts.append(f"{t}: {r.get('status')}, no latency")
+            continue
+        text = f"{t} p99 {_ms(r['latency_p99_ms'])} (p50 {_ms(r['latency_p50_ms'])})"
+        if r.get("status") != "ok" or r.get("missing"):
+            text += f", {r.get('status')}, {r.get('missing') or 0:,} missing"
+        parts.append(text)
+    r = cells["tidings"]
+    ok = (r.get("status") == "ok" and r.get("missing") == 0
+          and r.get("latency_p99_ms") is not None and r["latency_p99_ms"] < LIGHT_P99_MS)
+    return Line("light load", MET if ok else NOT_MET, "; ".join(parts))
+
+
+def overload(records: list[Record]) -> Line:
+    """tidings' memory and slow-client cuts under overload, against the baseline's."""
+    cells = _of(records, "tidings", "overload")
+    if not cells:
+        return Line("overload", NOT_MEASURED, "no overload cell in this run")
+    parts = []
+    verdict = MET
+    for t in ("tidings", "baseline", "stomp"):
+        for r in _of(records, t, "overload"):
+            peak, idle = r.get("server_rss_peak_mb"), r.get("server_rss_idle_mb")
+            if peak is None or not idle:
+                parts.append(f"{t} {r['cell']}: {r.get('status')}, no memory figures")
+                if t == "tidings":
+                    verdict = NOT_MET
+                continue
+            cut = int(r.get("slow_closed_3008") or 0)
+            parts.append(f"{t} {r['cell']}: peak RSS {peak:,.0f} MB ({peak / idle:.1f}x idle), "
+                         f"{cut:,} slow connections cut with 3008")
+            if t == "tidings" and (peak > OVERLOAD_RSS_GROWTH * idle or cut == 0):
+                verdict = NOT_MET
+    return Line("overload", verdict, "; ".join(parts))
+
+
+def judge(records: Iterable[Record]) -> list[Line]:
+    """One :class:`Line` per goal, from the records of one run."""
+    rows = list(records)
+    return [broadcast(rows), personal(rows), idle_memory(rows), connections_held(rows),
+            light_load(rows), overload(rows)]
+
+
+def markdown(lines: list[Line]) -> str:
+    """The ``Targets`` section of a report."""
+    out = ["## Targets", "",
+           "Judged from this run's cells by `benchmarks/verdict.py`.", "",
+           "| goal | target | verdict | measured |", "|---|---|---|---|"]
+    for line in lines:
+        verdict = f"**{line.verdict}**" if line.verdict == MET else line.verdict
+        out.append(f"| {line.goal} | {line.target} | {verdict} | "
+                   f"{line.measured.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
