@@ -23,13 +23,31 @@ from benchmarks.profiles import Cell
 from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable
 
-__all__ = ["run_cell"]
+__all__ = ["cell_budget_s", "connect_timeout_s", "run_cell"]
 
-# pika's BlockingConnection manages ~20,000 msg/s alone; keep each publisher well below.
-PUBLISHER_MAX_RATE = 4000
+# One raw-AMQP publisher offers 30,000 events/s for ~20 % of a core (``python -m
+# benchmarks.publisher --capacity``); two share anything above 20,000/s.
+PUBLISHER_MAX_RATE = 20_000
 # How long publishers may take past their duration (flushing under broker flow control).
 PUBLISH_GRACE_S = 30.0
 DRAIN_STALL_S = 3.0
+
+
+def connect_timeout_s(connections_per_loadgen: int) -> float:
+    """How long the load generators may take to open their connections."""
+    # Web-STOMP on two busy cores opens ~250 connections/s; allow for half of that.
+    return 120 + connections_per_loadgen / 125
+
+
+def cell_budget_s(cell: Cell) -> float:
+    """An upper bound on one cell's wall time: the sum of every step's own limit (server
+    start and stop, connecting, publishing, draining) plus slack. :mod:`benchmarks.run`
+    stops a cell that passes it, as a backstop should some step hang in a new way."""
+    start = 300.0  # tidings: 60 s + 15 s per worker; Web-STOMP: restarting its node
+    connect = connect_timeout_s(min(cell.connections, PER_PROCESS_MAX)) + cell.duration_s
+    publish = 30 + cell.duration_s + PUBLISH_GRACE_S
+    drain = max(10.0, cell.duration_s) + 60
+    return start + connect + publish + drain + 120
 
 
 def _source_ip(slot: int) -> str:
@@ -124,7 +142,7 @@ async def run_cell(target: Target, cell: Cell, ip_slot: int) -> dict[str, Any]:
     try:
         if cell.workload == "idle":
             await target.reset()
-        await target.start(cell.connections)
+        await target.start(cell.connections, cell.workers)
     except TargetUnavailable as exc:
         record.update(status="skipped", note=str(exc))
         return record
@@ -161,8 +179,7 @@ async def _measure(
 
     loadgens = [await Child.spawn("loadgen", c, f"loadgen {c['source_ip']}") for c in lg_configs]
     children += loadgens
-    # Web-STOMP on two busy cores opens ~250 connections/s; allow for half of that.
-    ready = await read_all(loadgens, 120 + max(c["count"] for c in lg_configs) / 125)
+    ready = await read_all(loadgens, connect_timeout_s(max(c["count"] for c in lg_configs)))
     connected = _sum(ready, "connected")
     connect_hist = [r["connect_ms"] for r in ready]
     out.update(
@@ -223,9 +240,23 @@ async def _measure(
     out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
     if out["status"] == "ok" and out["connect_failed"]:
         out["status"] = "partial"
+    notes = []
     if blocked:
-        out.update(status="behind", note=f"publishers still blocked by the broker's flow "
-                   f"control {PUBLISH_GRACE_S:.0f} s after their duration; stopped")
+        out["status"] = "behind"
+        notes.append(f"publishers still blocked by the broker's flow control "
+                     f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
+    if "deadline" in out["drain"]:
+        notes.append(f"events still arriving {deadline_s:.0f} s after publishing ended "
+                     f"({out['delivered']:,} of {out['expected']:,} delivered); stopped waiting")
+    elif out["status"] == "lossy":
+        notes.append(f"{out['missing']:,} events never arrived (nothing more for "
+                     f"{DRAIN_STALL_S:.0f} s)")
+    behind_s = max(float(d.get("behind_s", 0)) for d in done)
+    if behind_s > 0.02 * cell.duration_s:
+        notes.append(f"publishers offered {out['publish_rate']:,.0f}/s of {cell.rate:,.0f}/s "
+                     f"({behind_s:.1f} s behind, publisher CPU {_self_cpu(done)} %)")
+    if notes:
+        out["note"] = "; ".join(notes)
     out.update(
         server_cpu_pct=cpu_percent(start, end, "server"),
         broker_cpu_pct=cpu_percent(start, end, "broker"),
@@ -236,7 +267,8 @@ async def _measure(
         loadgen_max_proc_cpu_pct=max(_self_cpu([r]) or 0.0 for r in results),
         publisher_cpu_pct=_self_cpu(done),
         server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
-        publish_behind_s=max(float(d.get("behind_s", 0)) for d in done),
+        publish_behind_s=behind_s,
+        publish_blocked_s=max(float(d.get("blocked_s", 0)) for d in done),
         publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
         errors=_merge_errors([*ready, *results]),
     )

@@ -12,12 +12,13 @@ import asyncio
 import re
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import orjson
 import pika
 
-from benchmarks.cell import run_cell
+from benchmarks.cell import cell_budget_s, run_cell
 from benchmarks.profiles import PROFILES, Cell
 from benchmarks.report import write_reports
 from benchmarks.targets import TargetUnavailable, make_target
@@ -51,14 +52,24 @@ async def _run(args: argparse.Namespace) -> Path:
             try:
                 await asyncio.to_thread(target.prepare)
             except (TargetUnavailable, OSError, pika.exceptions.AMQPError) as exc:
-                print(f"[bench] {target.name}: unavailable: {exc}", file=sys.stderr)
+                print(f"[bench] {target.name}: unavailable: {exc!r}", file=sys.stderr)
                 for cell in mine:
-                    sink.write(orjson.dumps(_skipped(target.name, cell, str(exc))) + b"\n")
+                    sink.write(orjson.dumps(_skipped(target.name, cell, repr(exc))) + b"\n")
                 continue
             try:
                 for cell in mine:
                     print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
-                    record = await run_cell(target, cell, ip_slot)
+                    budget = cell_budget_s(cell)
+                    try:
+                        record = await asyncio.wait_for(run_cell(target, cell, ip_slot), budget)
+                    except TimeoutError:
+                        record = _skipped(target.name, cell, f"did not end within its budget "
+                                          f"of {budget:.0f} s; stopped")
+                        record["status"] = "failed"
+                    except Exception as exc:  # one broken cell must not end the run
+                        traceback.print_exc()
+                        record = _skipped(target.name, cell, f"bench error: {exc!r}")
+                        record["status"] = "failed"
                     ip_slot += 8
                     sink.write(orjson.dumps(record) + b"\n")
                     sink.flush()
@@ -95,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                         "keeps the latest record of each target and cell")
     parser.add_argument(
         "--tidings-workers", type=int, default=1,
-        help="tidings processes per cell (more are started when a cell needs them)",
+        help="tidings processes per cell, at least (more are started when a cell's "
+        "connections need them; personal cells always run on one)",
     )
     parser.add_argument(
         "--stomp-broker", choices=("private", "shared"), default="private",

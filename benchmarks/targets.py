@@ -2,7 +2,8 @@
 
 - ``baseline``: :mod:`benchmarks.baseline_seed`, one process, started fresh for each cell.
 - ``tidings``: ``tidings serve`` from this repo's venv, started fresh for each cell, with
-  ``--workers N`` when a cell needs more connections than one process can hold.
+  ``--workers N``: as many as the cell asks for (personal cells: 1), else as many as its
+  connections need (one process holds ~16,500), at least ``--tidings-workers``.
 - ``stomp``: RabbitMQ's Web-STOMP plugin inside the running broker; nothing to start, and the
   "server" processes are the broker's own.
 
@@ -102,8 +103,9 @@ class Target(ABC):
         return PER_PROCESS_MAX
 
     @abstractmethod
-    async def start(self, connections: int) -> None:
-        """Start (or check) the server for a cell of ``connections`` connections.
+    async def start(self, connections: int, workers: int = 0) -> None:
+        """Start (or check) the server for a cell of ``connections`` connections, on
+        ``workers`` processes if the target has several (0: the target's choice).
 
         Raises:
             TargetUnavailable: it cannot run; the cell is recorded as skipped.
@@ -170,7 +172,7 @@ class BaselineTarget(Target):
     name = "baseline"
     port = 8890
 
-    async def start(self, connections: int) -> None:
+    async def start(self, connections: int, workers: int = 0) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.baseline_seed", "--port", str(self.port),
             "--amqp-url", self.amqp_url, "--exchange", self.exchange, "--log-level", "WARNING",
@@ -208,14 +210,18 @@ class TidingsTarget(Target):
         """Workers needed so no worker passes the open-file limit."""
         return max(1, -(-connections // int(PER_PROCESS_MAX * _WORKER_SHARE)))
 
-    async def start(self, connections: int) -> None:
+    async def start(self, connections: int, workers: int = 0) -> None:
         if not self.executable.exists():
             raise TargetUnavailable(f"{self.executable} not found (pip install -e .)")
-        self.workers = max(self.min_workers, self.workers_for(connections))
+        needed = self.workers_for(connections)
+        self.workers = max(workers, needed) if workers else max(self.min_workers, needed)
         # A fresh stream per cell, deleted while no server reads it: every worker warms its
         # history from the stream at start, and the previous cells' events would make each
         # start slower (minutes with many workers) and the cell noisier.
-        await asyncio.to_thread(self._delete_stream)
+        try:
+            await asyncio.to_thread(self._delete_stream)
+        except (OSError, pika.exceptions.AMQPError) as exc:
+            raise TargetUnavailable(f"cannot delete the stream {self.stream}: {exc!r}") from exc
         args = [
             "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--amqp-url", self.amqp_url, "--exchange", self.exchange, "--stream", self.stream,
@@ -298,7 +304,7 @@ class StompTarget(Target):
             await asyncio.to_thread(self.broker.stop)
             await asyncio.to_thread(self.prepare)
 
-    async def start(self, connections: int) -> None:
+    async def start(self, connections: int, workers: int = 0) -> None:
         if not _port_open("127.0.0.1", self.port):
             raise TargetUnavailable(f"Web-STOMP not listening on {self.port}")
 
