@@ -127,11 +127,11 @@ class TestWindow:
     def test_trim_by_size_and_ttl(self) -> None:
         w = ChannelWindow(0)
         for o, at in [(1, NOW - 50), (2, NOW - 40), (3, NOW - 5), (4, NOW)]:
-            w.items.append(pub(o, at=at))
+            w.keep(pub(o, at=at))
         w.trim(3, TTL, NOW)
-        assert [p.offset for p in w.items] == [2, 3, 4] and w.complete_since == 1
+        assert w.offsets() == [2, 3, 4] and w.complete_since == 1
         w.trim(3, 10.0, NOW)
-        assert [p.offset for p in w.items] == [3, 4] and w.complete_since == 2
+        assert w.offsets() == [3, 4] and w.complete_since == 2
 
     def test_append_without_history_moves_the_proof(self) -> None:
         h = History(floor=5)
@@ -157,3 +157,13 @@ class TestWindow:
         h.floor = 3
         assert h.sweep(NOW, lambda name: (SIZE, TTL)) == 2
         assert h.window("fresh") is not None and len(h) == 1
+
+
+def test_kept_entries_are_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    history = History()
+    history.append(pub(1), 10, 60.0, NOW)
+    gc.collect()
+    window = history.window("c")
+    assert window is not None and not gc.is_tracked(window.items[0])

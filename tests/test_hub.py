@@ -58,7 +58,7 @@ def test_publish_without_subscribers_still_keeps_history() -> None:
     hub = Hub(History())
     assert hub.publish(pub("x", 1), **OPTS) == 0
     window = hub.history.window("x")
-    assert window is not None and [p.offset for p in window.items] == [1]
+    assert window is not None and window.offsets() == [1]
 
 
 def test_subscribe_with_recovery_is_atomic_with_the_snapshot() -> None:

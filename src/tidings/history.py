@@ -8,6 +8,11 @@ it is told ``recovered: false`` and never given a partial replay.
 
 The node-wide ``floor`` is the position below which the node has not read the log at all
 (it started later); a channel never seen since then is complete from the floor.
+
+A window keeps plain tuples ``(offset, timestamp, data)``, not publications: a tuple of
+numbers and bytes is one the garbage collector stops tracking, while a node's history can
+hold a million entries, and a collector that walks them all stalls every client for a
+large part of a second. Publications are rebuilt for the rare recovery.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from dataclasses import dataclass
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
 
-__all__ = ["ChannelWindow", "History", "Recovery"]
+__all__ = ["ChannelWindow", "History", "Kept", "Recovery"]
+
+#: One retained publication: offset, timestamp, data (its channel is the window's).
+Kept = tuple[int, float, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +52,25 @@ class ChannelWindow:
     __slots__ = ("complete_since", "items")
 
     def __init__(self, complete_since: int) -> None:
-        self.items: deque[Publication] = deque()
+        self.items: deque[Kept] = deque()
         self.complete_since = complete_since
+
+    def keep(self, pub: Publication) -> None:
+        """Appends ``pub`` (newer than everything held)."""
+        self.items.append((pub.offset, pub.timestamp, pub.data))
+
+    def offsets(self) -> list[int]:
+        """The offsets held, oldest first."""
+        return [kept[0] for kept in self.items]
 
     def trim(self, size: int, ttl: float, now: float) -> None:
         """Drops what is over ``size`` items or older than ``ttl`` seconds."""
         items = self.items
         while len(items) > size:
-            self.complete_since = items.popleft().offset
+            self.complete_since = items.popleft()[0]
         cutoff = now - ttl
-        while items and items[0].timestamp < cutoff:
-            self.complete_since = items.popleft().offset
+        while items and items[0][1] < cutoff:
+            self.complete_since = items.popleft()[0]
 
 
 class History:
@@ -78,7 +94,7 @@ class History:
         if window is None:
             window = self._windows[pub.channel] = ChannelWindow(self.floor)
         if size > 0 and ttl > 0:
-            window.items.append(pub)
+            window.keep(pub)
             window.trim(size, ttl, now)
         else:
             window.complete_since = pub.offset
@@ -123,7 +139,12 @@ class History:
             return Recovery(True, (), since.offset)
         if window is None:
             return Recovery(True)
-        missed = tuple(p for p in window.items if p.offset > since.offset)
+        after = since.offset
+        missed = tuple(
+            Publication(channel, offset, data, timestamp)
+            for offset, timestamp, data in window.items
+            if offset > after
+        )
         return Recovery(True, missed)
 
     def sweep(self, now: float, options_for: Callable[[str], tuple[int, float]]) -> int:
