@@ -58,7 +58,11 @@ def _source_ip(slot: int) -> str:
 def _loadgen_configs(
     target: Target, cell: Cell, run_id: str, seed: int, ip_slot: int
 ) -> list[dict[str, Any]]:
-    count = max(1, math.ceil(cell.connections / PER_PROCESS_MAX))
+    # At least one process per core: a single process reads the 1,000 pushes of a broadcast
+    # event one socket after another, which alone adds ~10 ms to the last one's latency.
+    count = max(
+        math.ceil(cell.connections / PER_PROCESS_MAX), min(os.cpu_count() or 1, cell.connections)
+    )
     share = math.ceil(cell.connections / count)
     configs = []
     for i in range(count):
