@@ -6,6 +6,13 @@ read it again; otherwise start the publishers, let them publish for the cell's d
 load generators how many events each publisher sent, and let them wait (at most a deadline) for
 the events still in flight. A target that falls behind is reported as such, never waited on
 forever.
+
+``personal-drain`` cells differ after connecting: every server process is paused (SIGSTOP),
+the publishers put the cell's events into the broker, the server is resumed (SIGCONT) and the
+load generators time the backlog's delivery: ``drain_per_s`` = delivered / (last arrival -
+first arrival). The broker has finished its work before the server routes anything, so the
+figure is the server's routing rate alone, which live cells cannot show on two cores the broker
+shares. Latency there is publish-to-receive through the backlog, meaningless as latency.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ import asyncio
 import math
 import os
 import secrets
+import signal
 import time
 from typing import Any
 
+import psutil
+
 from benchmarks.children import Child, ChildFailed, read_all
 from benchmarks.monitor import Monitor, cpu_percent
-from benchmarks.profiles import Cell
+from benchmarks.profiles import DRAIN, Cell
 from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable
 
-__all__ = ["cell_budget_s", "connect_timeout_s", "run_cell"]
+__all__ = ["cell_budget_s", "connect_timeout_s", "drain_deadline_s", "run_cell"]
 
 # One raw-AMQP publisher offers 30,000 events/s for ~20 % of a core (``python -m
 # benchmarks.publisher --capacity``); two share anything above 20,000/s.
@@ -31,6 +41,18 @@ PUBLISHER_MAX_RATE = 20_000
 # How long publishers may take past their duration (flushing under broker flow control).
 PUBLISH_GRACE_S = 30.0
 DRAIN_STALL_S = 3.0
+# personal-drain: how long a resumed server may go without delivering anything (it first
+# reads the backlog from the stream), and the slowest drain rate waited for.
+RESUME_STALL_S = 10.0
+SLOWEST_DRAIN_PER_S = 2_000
+
+
+def drain_deadline_s(cell: Cell) -> float:
+    """How long the load generators wait for the events in flight once publishing ended
+    (``personal-drain``: once the server resumed)."""
+    if cell.workload == DRAIN:
+        return max(60.0, cell.events / SLOWEST_DRAIN_PER_S)
+    return max(10.0, cell.duration_s)
 
 
 def connect_timeout_s(connections_per_loadgen: int) -> float:
@@ -46,7 +68,7 @@ def cell_budget_s(cell: Cell) -> float:
     start = 300.0  # tidings: 60 s + 15 s per worker; Web-STOMP: restarting its node
     connect = connect_timeout_s(min(cell.connections, PER_PROCESS_MAX)) + cell.duration_s
     publish = 30 + cell.duration_s + PUBLISH_GRACE_S
-    drain = max(10.0, cell.duration_s) + 60
+    drain = drain_deadline_s(cell) + 60
     return start + connect + publish + drain + 120
 
 
@@ -70,7 +92,7 @@ def _loadgen_configs(
         n = min(share, cell.connections - first)
         configs.append({
             "target": target.name, "port": target.port, "source_ip": _source_ip(ip_slot + i),
-            "user_first": first, "count": n, "workload": cell.workload, "run_id": run_id,
+            "user_first": first, "count": n, "workload": cell.traffic, "run_id": run_id,
             "seed": seed, "n_users": cell.connections, "secret": target.secret,
             "exchange": target.exchange,
         })
@@ -82,7 +104,7 @@ def _publisher_configs(
 ) -> list[dict[str, Any]]:
     count = max(1, math.ceil(cell.rate / PUBLISHER_MAX_RATE))
     return [{
-        "amqp_url": target.amqp_url, "exchange": target.exchange, "workload": cell.workload,
+        "amqp_url": target.amqp_url, "exchange": target.exchange, "workload": cell.traffic,
         "rate": cell.rate / count, "duration_s": cell.duration_s, "run_id": run_id,
         "seed": seed, "index": i, "n_users": cell.connections,
     } for i in range(count)]
@@ -222,6 +244,9 @@ async def _measure(
     ]
     children += publishers
     await read_all(publishers, 30)
+    if cell.workload == DRAIN:
+        out.update(await _drain(target, cell, monitor, loadgens, publishers, ready))
+        return out
     monitor.reset_peaks()
     monitor.start()
     start = monitor.sample()
@@ -234,7 +259,7 @@ async def _measure(
     publish_end_ns = time.time_ns()
     published = [int(d["published"]) for d in done]
     blocked = any(d["phase"] != "done" for d in done)
-    deadline_s = max(10.0, cell.duration_s)
+    deadline_s = drain_deadline_s(cell)
     for lg in loadgens:
         lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
                  "stall_s": DRAIN_STALL_S})
@@ -272,6 +297,122 @@ async def _measure(
         publisher_cpu_pct=_self_cpu(done),
         server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
         publish_behind_s=behind_s,
+        publish_blocked_s=max(float(d.get("blocked_s", 0)) for d in done),
+        publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
+        errors=_merge_errors([*ready, *results]),
+    )
+    return out
+
+
+def _signal_server(pids: list[int], sig: signal.Signals) -> int:
+    """Send ``sig`` to the server's processes and all their descendants (a supervisor and its
+    workers alike); returns how many got it."""
+    procs: dict[int, psutil.Process] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs[pid] = root
+            procs.update((c.pid, c) for c in root.children(recursive=True))
+        except psutil.Error:
+            continue
+    sent = 0
+    for proc in procs.values():
+        try:
+            proc.send_signal(sig)
+            sent += 1
+        except psutil.Error:
+            continue
+    return sent
+
+
+async def _drain(
+    target: Target, cell: Cell, monitor: Monitor, loadgens: list[Child],
+    publishers: list[Child], ready: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``personal-drain`` steps after connecting: pause the server, publish, resume,
+    time the backlog's delivery."""
+    out: dict[str, Any] = {}
+    if not target.fresh_per_cell:
+        # Web-STOMP's server is the broker: pausing it would stop the publishers too.
+        return {"status": "skipped", "note": "the server is the broker; it cannot be paused"}
+    pids = target.server_pids()
+    paused = False
+    try:
+        out["server_processes_paused"] = _signal_server(pids, signal.SIGSTOP)
+        paused = True
+        publish_start_ns = time.time_ns()
+        for pub in publishers:
+            pub.send("go")
+        done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
+        publish_end_ns = time.time_ns()
+        await asyncio.sleep(0.5)  # let the stream settle the last chunk
+        monitor.reset_peaks()
+        monitor.start()
+        start = monitor.sample()
+        resume_ns = time.time_ns()
+        _signal_server(pids, signal.SIGCONT)
+        paused = False
+        for lg in loadgens:  # their CPU clocks: over the drain
+            lg.send({"cmd": "start"})
+    finally:
+        if paused:
+            _signal_server(pids, signal.SIGCONT)
+    published = [int(d["published"]) for d in done]
+    deadline_s = drain_deadline_s(cell)
+    for lg in loadgens:
+        lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
+                 "stall_s": RESUME_STALL_S})
+    results = await read_all(loadgens, deadline_s + 60)
+    end = monitor.sample()
+    await monitor.stop()
+    out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
+    firsts = [int(r["first_ns"]) for r in results if r.get("first_ns")]
+    first_ns = min(firsts) if firsts else 0
+    last_ns = max(int(r["last_ns"]) for r in results)
+    span_s = (last_ns - first_ns) / 1e9 if first_ns else 0.0
+    out.update(
+        drain_per_s=round(out["delivered"] / span_s, 1) if span_s > 0 else None,
+        drain_s=round(span_s, 3),
+        resume_to_first_ms=round((first_ns - resume_ns) / 1e6, 1) if first_ns else None,
+        resume_to_last_s=round((last_ns - resume_ns) / 1e9, 3) if last_ns else None,
+        latency_meaningless=True,
+    )
+    if out["status"] == "ok" and _sum(ready, "failed"):
+        out["status"] = "partial"
+    notes = [f"events published while the server was paused, then drained: latency is "
+             f"time spent in the backlog, not a latency figure; drain rate "
+             f"{out['drain_per_s'] or 0:,.0f}/s over {span_s:.2f} s"]
+    if any(d["phase"] != "done" for d in done):
+        out["status"] = "behind"
+        notes.append(f"publishers still blocked by the broker's flow control "
+                     f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
+    if "deadline" in out["drain"]:
+        notes.append(f"the server never drained its backlog: {out['delivered']:,} of "
+                     f"{out['expected']:,} delivered {deadline_s:.0f} s after it resumed; "
+                     f"stopped waiting")
+    elif out["status"] == "lossy":
+        notes.append(f"{out['missing']:,} events never arrived (nothing more for "
+                     f"{RESUME_STALL_S:.0f} s)")
+    if first_ns and first_ns < resume_ns:
+        notes.append("events arrived before the server was resumed: it was not paused")
+    out["note"] = "; ".join(notes)
+    server_cpu_s = end[1]["server"].cpu_s - start[1]["server"].cpu_s
+    busy_s = (last_ns - resume_ns) / 1e9 if last_ns > resume_ns else 0.0
+    out.update(
+        # From the resume to the end of the load generators' wait (~0.1-0.3 s after the last
+        # arrival), as in other cells; drain_server_cpu_pct: from the resume to the last
+        # arrival, which is when the server routes.
+        server_cpu_pct=cpu_percent(start, end, "server"),
+        server_cpu_s=round(server_cpu_s, 2),
+        drain_server_cpu_pct=round(100 * server_cpu_s / busy_s, 1) if busy_s else None,
+        broker_cpu_pct=cpu_percent(start, end, "broker"),
+        host_cpu_pct=cpu_percent(start, end, "host"),
+        load_avg_1m=round(os.getloadavg()[0], 2),
+        loadgen_cpu_pct=_self_cpu(results),
+        loadgen_max_proc_cpu_pct=max(_self_cpu([r]) or 0.0 for r in results),
+        publisher_cpu_pct=_self_cpu(done),
+        server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
+        publish_behind_s=max(float(d.get("behind_s", 0)) for d in done),
         publish_blocked_s=max(float(d.get("blocked_s", 0)) for d in done),
         publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
         errors=_merge_errors([*ready, *results]),

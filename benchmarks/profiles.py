@@ -8,6 +8,9 @@ the cells that the verdict of :mod:`benchmarks.verdict` needs, around each targe
 in about 10 minutes.
 
 tidings' personal cells run on one worker (``workers=1``): the personal goal is per worker.
+So does ``personal-drain``: the same users and events, but published while the worker is
+paused (SIGSTOP), then routed from the backlog once it resumes; it measures what one worker
+routes with the broker, which shares the two cores here, out of the way.
 Broadcast and idle cells leave the number of workers to the target (as many as the open-file
 limit asks for, at least ``--tidings-workers``).
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PROFILES", "Cell"]
+__all__ = ["DRAIN", "PROFILES", "Cell"]
+
+DRAIN = "personal-drain"
 
 
 @dataclass(frozen=True)
@@ -25,13 +30,16 @@ class Cell:
 
     Attributes:
         workload: ``broadcast`` (every connection on one channel), ``personal`` (one channel
-            per user, each event to a random user) or ``idle`` (connect, then only memory).
+            per user, each event to a random user), ``personal-drain`` (the same traffic,
+            published while the server is paused, then drained) or ``idle`` (connect, then
+            only memory).
         connections: connections to open (one user each in ``personal``).
         rate: events published per second (0 for ``idle``).
         duration_s: how long the publishers publish (idle: how long connections settle).
         targets: restricts the cell to these targets (empty: all).
         workers: tidings processes for this cell, whatever ``--tidings-workers`` says
             (0: as many as the connections need, at least ``--tidings-workers``).
+        events: ``personal-drain`` only: events to publish (at ``rate`` for ``duration_s``).
     """
 
     workload: str
@@ -40,6 +48,13 @@ class Cell:
     duration_s: float = 10.0
     targets: tuple[str, ...] = ()
     workers: int = 0
+    events: int = 0
+
+    @property
+    def traffic(self) -> str:
+        """What the publishers send and the load generators expect: ``personal-drain`` is
+        ``personal`` traffic, only timed differently."""
+        return "personal" if self.workload == DRAIN else self.workload
 
     @property
     def offered(self) -> float:
@@ -50,7 +65,9 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """Short label, e.g. ``broadcast-n1000-r50``."""
+        """Short label, e.g. ``broadcast-n1000-r50`` or ``personal-drain-n10000-e200000``."""
+        if self.workload == DRAIN:
+            return f"{self.workload}-n{self.connections}-e{self.events}"
         rate = f"-r{self.rate:g}" if self.workload != "idle" else ""
         return f"{self.workload}-n{self.connections}{rate}"
 
@@ -68,6 +85,12 @@ def _personal(
     return [Cell("personal", n, r, duration_s, targets, workers=1) for r in rates]
 
 
+def _drain(n: int, events: int, rate: float = 30_000) -> Cell:
+    # One worker, tidings only: the capacity goal is per worker, and pausing Web-STOMP would
+    # pause the broker itself. 30,000/s is what the raw publishers offer without strain.
+    return Cell(DRAIN, n, rate, events / rate, ("tidings",), workers=1, events=events)
+
+
 QUICK: list[Cell] = [
     # n1000-r10 is also the light-load cell of the verdict.
     *_broadcast(1000, [10, 50], 5),
@@ -83,6 +106,8 @@ FULL: list[Cell] = [
     *_personal(10_000, [100, 500, 2000, 8000], 15),
     # Around tidings' per-worker goal (20,000/s); the others are far behind at 8,000/s.
     *_personal(10_000, [15_000, 20_000, 30_000], 15, targets=("tidings",)),
+    # One worker's routing capacity with the broker out of the way (see cell.py).
+    _drain(10_000, 200_000),
     Cell("idle", 1000, duration_s=5),
     Cell("idle", 10_000, duration_s=5),
     Cell("idle", 19_500, duration_s=5),
@@ -104,6 +129,7 @@ TARGETS: list[Cell] = [
     *_broadcast(1000, [5, 15, 20, 30], 15, _S),
     *_broadcast(1000, [50, 100, 150, 200, 250, 300], 15, _T),
     *_personal(10_000, [5000, 10_000, 20_000, 30_000], 15, _T),
+    _drain(10_000, 200_000),
     Cell("idle", 19_500, duration_s=5, targets=_T),
     Cell("idle", 100_000, duration_s=10, targets=_T),
 ]

@@ -139,3 +139,68 @@ def test_the_report_opens_with_the_targets_section() -> None:
     assert page.index("## Targets") < page.index("## Cells")
     assert "| light load |" in page
     assert "| broadcast |" in page
+
+
+def _drain(per_s: float | None, workers: int = 1, **kw: Any) -> dict[str, Any]:
+    record = _cell("tidings", "personal-drain", 10_000, 30_000, drain_per_s=per_s,
+                   delivered=200_000, drain_s=200_000 / per_s if per_s else None,
+                   drain_server_cpu_pct=95.0, workers=workers,
+                   # backlog latency: never looked at
+                   latency_p99_ms=9_000.0, delivered_per_s=12_000.0)
+    record["cell"] = "personal-drain-n10000-e200000"
+    record.update(kw)
+    return record
+
+
+def test_personal_capacity_is_the_drain_rate_per_worker() -> None:
+    line = _line(verdict.judge([_drain(24_347.1)]), "personal capacity")
+    assert line.verdict == verdict.MET
+    assert line.measured.startswith("tidings 24,347 events/s per worker (1 worker, "
+                                    "personal-drain-n10000-e200000")
+    assert "server CPU 95 %" in line.measured
+    assert _line(verdict.judge([_drain(19_999.0)]), "personal capacity").verdict == \
+        verdict.NOT_MET
+    # Per worker: 30,000/s over two workers is 15,000 each.
+    two = _line(verdict.judge([_drain(30_000.0, workers=2)]), "personal capacity")
+    assert two.verdict == verdict.NOT_MET
+    assert "15,000 events/s per worker (2 workers" in two.measured
+
+
+def test_personal_capacity_wants_everything_delivered() -> None:
+    lossy = _drain(25_000.0, status="lossy", missing=12, delivered=199_988)
+    behind = _drain(3_000.0, status="behind", missing=20_000, delivered=180_000)
+    for row in (lossy, behind):
+        line = _line(verdict.judge([row]), "personal capacity")
+        assert line.verdict == verdict.NOT_MET
+        assert "no tidings personal-drain cell qualifies" in line.measured
+    assert "12 missing" in _line(verdict.judge([lossy]), "personal capacity").measured
+    # A clean cell next to a lossy one is the one judged.
+    assert _line(verdict.judge([lossy, _drain(21_000.0)]), "personal capacity").verdict == \
+        verdict.MET
+
+
+def test_drain_cells_leave_the_live_personal_line_alone() -> None:
+    live = _cell("tidings", "personal", 10_000, 10_000, delivered_per_s=10_000,
+                 latency_p99_ms=140, workers=1)
+    lines = verdict.judge([live, _drain(24_000.0)])
+    personal = _line(lines, "personal")
+    assert personal.verdict == verdict.NOT_MET  # the drain cell does not count there
+    assert "personal-drain" not in personal.measured
+    assert _line(lines, "personal capacity").verdict == verdict.MET
+    only_live = _line(verdict.judge([live]), "personal capacity")
+    assert only_live.verdict == verdict.NOT_MEASURED
+    only_drain = _line(verdict.judge([_drain(24_000.0)]), "personal")
+    assert only_drain.verdict == verdict.NOT_MEASURED
+
+
+def test_drain_cell_names_and_traffic() -> None:
+    from benchmarks.profiles import DRAIN, PROFILES
+
+    for profile in ("targets", "full"):
+        drains = [c for c in PROFILES[profile] if c.workload == DRAIN]
+        assert [c.name for c in drains] == ["personal-drain-n10000-e200000"]
+        (cell,) = drains
+        assert cell.workers == 1 and cell.targets == ("tidings",)
+        assert cell.traffic == "personal"
+        assert round(cell.rate * cell.duration_s) == cell.events
+    assert not any(c.workload == DRAIN for c in PROFILES["quick"])
