@@ -90,14 +90,30 @@ class BaselineSession(Session):
 
 
 class TidingsSession(Session):
-    """Centrifugo client protocol v2 (JSON): connect with a JWT, subscribe, answer pings."""
+    """Centrifugo client protocol v2 (JSON): connect with a JWT, subscribe, answer pings.
+
+    It keeps the stream position it has seen (``epoch`` from the subscribe reply, ``offset``
+    of the last publication), so that a cut connection can come back with
+    ``recover_from=(offset, epoch)``: its subscribe then asks for ``recover: true`` from
+    there, and ``recovered`` tells whether the server replayed what was missed (the replayed
+    publications count as events).
+    """
 
     path = "/connection/websocket"
-    __slots__ = ("_token",)
+    __slots__ = ("_recover_from", "_token", "epoch", "offset", "recovered", "replayed")
 
-    def __init__(self, user: int | None, token: str) -> None:
+    def __init__(
+        self, user: int | None, token: str, recover_from: tuple[int, str] | None = None
+    ) -> None:
         super().__init__(user)
         self._token = token
+        self._recover_from = recover_from
+        self.offset: int | None = None
+        self.epoch: str | None = None
+        #: Recovering sessions: the server's ``recovered`` flag once subscribed.
+        self.recovered: bool | None = None
+        #: Recovering sessions: publications replayed in the subscribe reply.
+        self.replayed = 0
 
     @staticmethod
     def make_token(sub: int, secret: str, ttl_s: int = 3600) -> str:
@@ -108,8 +124,18 @@ class TidingsSession(Session):
     def opening(self) -> list[bytes]:
         # The JS SDK sends connect and subscribe in one frame; the server must take them in order.
         connect = orjson.dumps({"id": 1, "connect": {"token": self._token}})
-        subscribe = orjson.dumps({"id": 2, "subscribe": {"channel": channel_for(self.user)}})
+        sub: dict[str, Any] = {"channel": channel_for(self.user)}
+        if self._recover_from is not None:
+            offset, epoch = self._recover_from
+            sub.update(recover=True, offset=offset, epoch=epoch)
+        subscribe = orjson.dumps({"id": 2, "subscribe": sub})
         return [connect + b"\n" + subscribe]
+
+    def _publication(self, pub: dict[str, Any], events: Events) -> None:
+        events.append(pub["data"])
+        offset = pub.get("offset")
+        if offset is not None:
+            self.offset = offset
 
     def feed(self, text: bytes, events: Events, replies: list[bytes]) -> None:
         for line in text.split(b"\n"):
@@ -120,7 +146,7 @@ class TidingsSession(Session):
             if push is not None:
                 pub = push.get("pub")
                 if pub is not None:
-                    events.append(pub["data"])
+                    self._publication(pub, events)
                 elif "disconnect" in push:
                     raise SessionError(f"server disconnect {push['disconnect']}")
             elif not msg:
@@ -128,6 +154,17 @@ class TidingsSession(Session):
             elif "error" in msg:
                 raise SessionError(f"reply {msg.get('id')}: {msg['error']}")
             elif msg.get("id") == 2:
+                result = msg.get("subscribe") or {}
+                if result.get("epoch") is not None:
+                    self.epoch = result["epoch"]
+                if self._recover_from is not None:
+                    self.recovered = bool(result.get("recovered"))
+                    replayed = result.get("publications") or []
+                    self.replayed = len(replayed)
+                    for pub in replayed:
+                        self._publication(pub, events)
+                if self.offset is None and result.get("offset") is not None:
+                    self.offset = result["offset"]
                 self.ready = True
 
 

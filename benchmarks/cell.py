@@ -13,6 +13,13 @@ load generators time the backlog's delivery: ``drain_per_s`` = delivered / (last
 first arrival). The broker has finished its work before the server routes anything, so the
 figure is the server's routing rate alone, which live cells cannot show on two cores the broker
 shares. Latency there is publish-to-receive through the backlog, meaningless as latency.
+
+``overload`` cells are broadcast cells with larger events (``OVERLOAD_PAYLOAD_BYTES``) in
+which ``cell.slow`` connections stop reading once publishing starts. The server's RSS is read
+right before publishing (``server_rss_idle_mb``) and its peak while publishing and draining
+(``server_rss_peak_mb``); the load generators report the slow connections the server cut and,
+on tidings, how many came back with ``recover: true`` and were told ``recovered``. tidings'
+own ``/metrics`` (one worker) give the close codes it sent.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from typing import Any
 import psutil
 
 from benchmarks.children import Child, ChildFailed, read_all
-from benchmarks.monitor import Monitor, cpu_percent
-from benchmarks.profiles import DRAIN, Cell
+from benchmarks.monitor import Monitor, cpu_percent, prometheus_value
+from benchmarks.profiles import DRAIN, OVERLOAD, Cell
 from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable
 
@@ -45,6 +52,14 @@ DRAIN_STALL_S = 3.0
 # reads the backlog from the stream), and the slowest drain rate waited for.
 RESUME_STALL_S = 10.0
 SLOWEST_DRAIN_PER_S = 2_000
+# overload: events of ~4 KB, so that a paused client falls 1 MiB (tidings'
+# client.max_queue_bytes) plus the kernel buffers behind in seconds at 100 events/s.
+OVERLOAD_PAYLOAD_BYTES = 4096
+# overload, tidings: history kept per channel. A client cut for 1 MiB of unsent ~4.2 KB
+# pushes, with more in the kernel's buffers, has missed several hundred of them plus those
+# published until it is back; the default (100) could never cover that, and recovery would
+# be refused by design.
+OVERLOAD_HISTORY_SIZE = 5000
 
 
 def drain_deadline_s(cell: Cell) -> float:
@@ -94,7 +109,7 @@ def _loadgen_configs(
             "target": target.name, "port": target.port, "source_ip": _source_ip(ip_slot + i),
             "user_first": first, "count": n, "workload": cell.traffic, "run_id": run_id,
             "seed": seed, "n_users": cell.connections, "secret": target.secret,
-            "exchange": target.exchange,
+            "exchange": target.exchange, "slow": cell.slow,
         })
     return configs
 
@@ -103,10 +118,11 @@ def _publisher_configs(
     target: Target, cell: Cell, run_id: str, seed: int
 ) -> list[dict[str, Any]]:
     count = max(1, math.ceil(cell.rate / PUBLISHER_MAX_RATE))
+    extra = {"payload_bytes": OVERLOAD_PAYLOAD_BYTES} if cell.workload == OVERLOAD else {}
     return [{
         "amqp_url": target.amqp_url, "exchange": target.exchange, "workload": cell.traffic,
         "rate": cell.rate / count, "duration_s": cell.duration_s, "run_id": run_id,
-        "seed": seed, "index": i, "n_users": cell.connections,
+        "seed": seed, "index": i, "n_users": cell.connections, **extra,
     } for i in range(count)]
 
 
@@ -165,6 +181,10 @@ async def run_cell(target: Target, cell: Cell, ip_slot: int) -> dict[str, Any]:
         record.update(status="skipped", note=f"over this target's capacity here "
                       f"({target.capacity()} connections)")
         return record
+    target.extra_env = ({"TIDINGS_CHANNELS_HISTORY_SIZE": str(OVERLOAD_HISTORY_SIZE)}
+                        if cell.workload == OVERLOAD else {})
+    if cell.workload == OVERLOAD:
+        record["slow"] = cell.slow
     try:
         if cell.workload == "idle":
             await target.reset()
@@ -250,6 +270,8 @@ async def _measure(
     monitor.reset_peaks()
     monitor.start()
     start = monitor.sample()
+    if cell.workload == OVERLOAD:  # right before publishing
+        out["server_rss_idle_mb"] = round(start[1]["server"].rss / 2**20, 1)
     publish_start_ns = time.time_ns()
     for lg in loadgens:
         lg.send({"cmd": "start"})
@@ -267,6 +289,9 @@ async def _measure(
     end = monitor.sample()
     await monitor.stop()
     out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
+    if cell.workload == OVERLOAD:
+        out.update(await _overload(target, results))
+        out["server_rss_end_mb"] = round(end[1]["server"].rss / 2**20, 1)
     if out["status"] == "ok" and out["connect_failed"]:
         out["status"] = "partial"
     notes = []
@@ -301,6 +326,68 @@ async def _measure(
         publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
         errors=_merge_errors([*ready, *results]),
     )
+    return out
+
+
+_SLOW_SUMS = ("slow", "slow_cut", "slow_cut_paused", "slow_recovered_ok", "slow_recover_failed",
+              "slow_reconnect_failed", "slow_replayed", "slow_received")
+
+
+def merge_slow(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load generators' slow-connection tallies of an ``overload`` cell, summed."""
+    out: dict[str, Any] = {key: _sum(results, key) for key in _SLOW_SUMS}
+    codes: dict[str, int] = {}
+    for r in results:
+        for code, n in r.get("slow_close_codes", {}).items():
+            codes[code] = codes.get(code, 0) + n
+    out["slow_close_codes"] = codes
+    firsts = [r["slow_cut_first_s"] for r in results if r.get("slow_cut_first_s") is not None]
+    lasts = [r["slow_cut_last_s"] for r in results if r.get("slow_cut_last_s") is not None]
+    out["slow_cut_first_s"] = min(firsts) if firsts else None
+    out["slow_cut_last_s"] = max(lasts) if lasts else None
+    out["slow_errors"] = _merge_errors([{"errors": r.get("slow_errors", {})} for r in results])
+    return out
+
+
+async def _http_get(port: int, path: str) -> str | None:
+    """The body of a GET on 127.0.0.1, or None."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())
+        data = await asyncio.wait_for(reader.read(), 5)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return body.decode(errors="replace") if head.split(b" ")[1:2] == [b"200"] else None
+
+
+async def _overload(target: Target, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The slow connections' fate in an ``overload`` cell.
+
+    ``slow_closed_3008``: slow connections cut by the server, and only as many as the server
+    itself counted closing with 3008 (tidings' ``/metrics``; one worker). Other targets have
+    no such code: theirs is 0 and ``slow_cut`` says whether they dropped slow clients at all.
+    """
+    out = merge_slow(results)
+    out["slow_closed_3008"] = 0
+    if target.name == "tidings":
+        text = await _http_get(target.port, "/metrics")
+        if text is None:
+            out["slow_closed_3008"] = None
+            return out
+        sent = int(prometheus_value(text, "tidings_disconnects_total", {"code": "3008"}))
+        out["server_closed_3008"] = sent
+        out["server_recoveries"] = {
+            o: int(prometheus_value(text, "tidings_recoveries_total", {"outcome": o}))
+            for o in ("recovered", "failed")
+            if prometheus_value(text, "tidings_recoveries_total", {"outcome": o})}
+        out["slow_closed_3008"] = min(out["slow_cut"], sent)
     return out
 
 

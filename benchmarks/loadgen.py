@@ -10,6 +10,18 @@ from its own 127.0.0.x source address. It talks to the orchestrator in JSON line
   publisher's final count; it waits until every owed event arrived, or nothing arrived for S
   seconds, or D seconds passed, prints ``{"phase": "result", ...}`` and exits;
 - stdin ``{"cmd": "stop"}`` (idle workload) prints the result at once and exits.
+
+``overload`` (``slow`` > 0): the slow connections (:func:`benchmarks.profiles.is_slow`)
+have counters of their own, a receive buffer pinned at 128 KB (``SLOW_RCVBUF``) and owe
+nothing; at ``start`` they stop reading. A watcher polls
+their TCP state every 0.2 s: one the server closed or reset while paused counts as cut; it
+then reads what its kernel buffered (and the close frame, if it got that far), and on tidings
+reconnects as the same user with ``recover: true`` from the last offset and epoch it saw, and
+reads normally from then on. A server that closes a paused connection with a FIN (behind
+the bytes still queued for it) cannot be seen from a paused client: when publishing ends
+(``drain``), every slow connection not yet known to be cut reads again for up to 3 s, and
+one that then reaches its end counts as cut too (``slow_cut``; ``slow_cut_paused``: those
+seen while still paused), and recovers the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from benchmarks.adapters import (
     StompSession,
     TidingsSession,
 )
+from benchmarks.profiles import is_slow
 from benchmarks.stats import Histogram
 from benchmarks.workload import expected_per_user
 from benchmarks.wsclient import Counters, WsConnection, open_connection
@@ -54,9 +67,13 @@ class LoadgenConfig:
     exchange: str = ""
     concurrency: int = 256
     connect_timeout_s: float = 60.0
+    #: ``overload``: slow connections among all ``n_users`` (0: none).
+    slow: int = 0
 
 
-def _session(cfg: LoadgenConfig, index: int) -> Session:
+def _session(
+    cfg: LoadgenConfig, index: int, recover_from: tuple[int, str] | None = None
+) -> Session:
     uid = cfg.user_first + index
     user = uid if cfg.workload == "personal" else None
     if cfg.target == "baseline":
@@ -64,8 +81,17 @@ def _session(cfg: LoadgenConfig, index: int) -> Session:
     if cfg.target == "stomp":
         return StompSession(user, cfg.exchange)
     if cfg.target == "tidings":
-        return TidingsSession(user, TidingsSession.make_token(uid, cfg.secret))
+        return TidingsSession(user, TidingsSession.make_token(uid, cfg.secret), recover_from)
     raise ValueError(f"unknown target {cfg.target!r}")
+
+
+# Linux tcpi_state of an open connection.
+_TCP_ESTABLISHED = 1
+_SLOW_POLL_S = 0.2
+# Receive buffer of a slow connection (the kernel doubles it to 128 KB).
+SLOW_RCVBUF = 65536
+# How long a cut slow connection reads what its kernel buffered before it reconnects.
+_SLOW_READ_S = 3.0
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -79,7 +105,21 @@ class LoadGenerator:
     def __init__(self, cfg: LoadgenConfig) -> None:
         self.cfg = cfg
         self.counters = Counters(run_id=cfg.run_id, personal=cfg.workload == "personal")
+        # Slow connections' events (read late, or replayed) stay out of the figures of the
+        # others.
+        self.slow_counters = Counters(run_id=cfg.run_id, personal=False)
         self.conns: list[WsConnection] = []
+        self.slow_conns: list[tuple[int, WsConnection]] = []
+        self.recovered_conns: list[WsConnection] = []
+        self.slow_stats: dict[str, Any] = {
+            "slow": 0, "slow_cut": 0, "slow_cut_paused": 0, "slow_close_codes": {},
+            "slow_recovered_ok": 0, "slow_recover_failed": 0, "slow_reconnect_failed": 0,
+            "slow_replayed": 0,
+            "slow_cut_first_s": None, "slow_cut_last_s": None,
+        }
+        self._slow_tasks: list[asyncio.Task[None]] = []
+        self._slow_pending: dict[int, WsConnection] = {}
+        self._watcher: asyncio.Task[None] | None = None
         self.connect_latency = Histogram()
         self.failed = 0
         self._cpu0 = time.process_time()
@@ -93,12 +133,15 @@ class LoadGenerator:
 
         async def one(index: int) -> None:
             session = _session(cfg, index)
+            slow = is_slow(cfg.user_first + index, cfg.n_users, cfg.slow)
+            counters = self.slow_counters if slow else self.counters
             async with gate:
                 t0 = time.monotonic()
                 try:
                     conn = await asyncio.wait_for(
                         open_connection(
-                            session, cfg.host, cfg.port, cfg.source_ip, self.counters
+                            session, cfg.host, cfg.port, cfg.source_ip, counters,
+                            SLOW_RCVBUF if slow else None,
                         ),
                         cfg.connect_timeout_s,
                     )
@@ -107,12 +150,16 @@ class LoadGenerator:
                     self.counters.error(f"connect: {type(exc).__name__}: {exc}")
                     return
                 self.connect_latency.add((time.monotonic() - t0) * 1e6)
-                self.conns.append(conn)
+                if slow:
+                    conn.slow = True
+                    self.slow_conns.append((index, conn))
+                else:
+                    self.conns.append(conn)
 
         await asyncio.gather(*(one(i) for i in range(cfg.count)))
         return {
             "phase": "ready",
-            "connected": len(self.conns),
+            "connected": len(self.conns) + len(self.slow_conns),
             "failed": self.failed,
             "connect_wall_s": round(time.monotonic() - started, 3),
             "connect_ms": self.connect_latency.summary_ms(),
@@ -131,18 +178,97 @@ class LoadGenerator:
             return
         while True:
             await asyncio.sleep(period)
-            for conn in self.conns:
+            for conn in [*self.conns, *(c for _, c in self.slow_conns),
+                         *self.recovered_conns]:
                 if not conn.closed:
                     conn.send_text(conn.session.keepalive())
 
     def start(self) -> None:
-        """Restart the CPU and wall clocks at the start of the measured window."""
+        """Restart the CPU and wall clocks at the start of the measured window; slow
+        connections stop reading."""
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
+        if self.slow_conns:
+            self.slow_stats["slow"] = len(self.slow_conns)
+            for _, conn in self.slow_conns:
+                conn.pause()
+            self._slow_pending = dict(self.slow_conns)
+            self._watcher = asyncio.create_task(self._watch_slow())
+
+    async def _watch_slow(self) -> None:
+        """Notice slow connections the server reset while they were paused."""
+        pending = self._slow_pending
+        while pending:
+            await asyncio.sleep(_SLOW_POLL_S)
+            for index, conn in list(pending.items()):
+                if not conn.closed and conn.tcp_state() in (_TCP_ESTABLISHED, None):
+                    continue
+                del pending[index]
+                self.slow_stats["slow_cut_paused"] += 1
+                self._slow_tasks.append(asyncio.create_task(self._after_cut(index, conn)))
+
+    def end_slow(self) -> None:
+        """Publishing is over: every slow connection not known to be cut reads again. A
+        server that closed it behind the bytes it had queued (a FIN, which a paused client
+        cannot see) shows it now."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        for index, conn in list(self._slow_pending.items()):
+            del self._slow_pending[index]
+            self._slow_tasks.append(asyncio.create_task(self._after_cut(index, conn)))
+
+    async def _after_cut(self, index: int, conn: WsConnection) -> None:
+        """Read what the connection still holds; if the server closed it, count it cut and
+        (tidings) come back recovering."""
+        conn.resume()
+        end = time.monotonic() + _SLOW_READ_S
+        while not conn.closed and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        stats = self.slow_stats
+        if not conn.closed:  # still open after reading what was there: never cut
+            return
+        stats["slow_cut"] += 1
+        at = round(time.monotonic() - self._wall0, 2)
+        if stats["slow_cut_first_s"] is None:
+            stats["slow_cut_first_s"] = at
+        stats["slow_cut_last_s"] = max(at, stats["slow_cut_last_s"] or 0)
+        code = str(conn.close_code) if conn.close_code is not None else "unread"
+        stats["slow_close_codes"][code] = stats["slow_close_codes"].get(code, 0) + 1
+        session = conn.session
+        if not isinstance(session, TidingsSession):
+            return
+        if session.offset is None or session.epoch is None:
+            stats["slow_reconnect_failed"] += 1
+            self.slow_counters.error("recover: no position seen before the cut")
+            return
+        fresh = _session(self.cfg, index, (session.offset, session.epoch))
+        try:
+            new = await asyncio.wait_for(open_connection(
+                fresh, self.cfg.host, self.cfg.port, self.cfg.source_ip, self.slow_counters),
+                self.cfg.connect_timeout_s)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            stats["slow_reconnect_failed"] += 1
+            self.slow_counters.error(f"reconnect: {type(exc).__name__}: {exc}")
+            return
+        new.slow = True
+        self.recovered_conns.append(new)
+        assert isinstance(fresh, TidingsSession)
+        if fresh.recovered:
+            stats["slow_recovered_ok"] += 1
+        else:
+            stats["slow_recover_failed"] += 1
+        stats["slow_replayed"] += fresh.replayed
+
+    async def settle_slow(self, timeout_s: float = 15.0) -> None:
+        """Give reads and reconnections under way ``timeout_s`` to finish."""
+        tasks = [t for t in self._slow_tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     def _owed(self, published: list[int]) -> dict[int, int]:
         per_conn = {}
-        if self.cfg.workload == "broadcast":
+        if self.cfg.workload in ("broadcast", "overload"):
             total = sum(published)
             per_conn = {id(c): total for c in self.conns}
         elif self.cfg.workload == "personal":
@@ -177,10 +303,16 @@ class LoadGenerator:
         expected = sum(owed.values())
         unique = sum(min(c.unique, owed.get(id(c), 0)) for c in self.conns)
         c = self.counters
+        slow = {}
+        if self.slow_conns:
+            slow = dict(self.slow_stats, slow_received=self.slow_counters.received,
+                        slow_errors=dict(sorted(self.slow_counters.errors.items(),
+                                                key=lambda kv: -kv[1])[:5]))
         return {
             "phase": "result",
             "reason": reason,
-            "connected": len(self.conns),
+            **slow,
+            "connected": len(self.conns) + len(self.slow_conns),
             "failed": self.failed,
             "expected": expected,
             "delivered": unique,
@@ -201,7 +333,7 @@ class LoadGenerator:
 
     def close(self) -> None:
         """Abort every connection."""
-        for conn in self.conns:
+        for conn in [*self.conns, *(c for _, c in self.slow_conns), *self.recovered_conns]:
             conn.close()
 
 
@@ -229,7 +361,9 @@ async def run(cfg: LoadgenConfig) -> None:
             gen.start()
         elif cmd["cmd"] == "drain":
             published = [int(n) for n in cmd["published"]]
+            gen.end_slow()
             reason = await gen.drain(published, float(cmd["deadline_s"]), float(cmd["stall_s"]))
+            await gen.settle_slow()
             _emit(gen.result(published, reason))
             keeper.cancel()
             gen.close()

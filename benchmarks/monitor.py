@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["GroupSample", "Monitor", "cpu_percent"]
+__all__ = ["GroupSample", "Monitor", "cpu_percent", "prometheus_value"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,27 @@ def cpu_percent(
     if wall <= 0 or group not in a[1] or group not in b[1]:
         return None
     return round(100.0 * (b[1][group].cpu_s - a[1][group].cpu_s) / wall, 1)
+
+
+def prometheus_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The sum of the samples of metric ``name`` whose labels include ``labels``, in a
+    Prometheus text exposition (0 when there is none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name:
+            continue
+        found = {}
+        for pair in rest.rstrip("}").split(","):
+            key, eq, val = pair.partition("=")
+            if eq:
+                found[key.strip()] = val.strip().strip('"')
+        if all(found.get(k) == v for k, v in (labels or {}).items()):
+            try:
+                total += float(value)
+            except ValueError:
+                continue
+    return total

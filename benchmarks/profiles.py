@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DRAIN", "PROFILES", "Cell"]
+__all__ = ["DRAIN", "OVERLOAD", "PROFILES", "Cell", "is_slow"]
 
 DRAIN = "personal-drain"
+OVERLOAD = "overload"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Cell:
         workers: tidings processes for this cell, whatever ``--tidings-workers`` says
             (0: as many as the connections need, at least ``--tidings-workers``).
         events: ``personal-drain`` only: events to publish (at ``rate`` for ``duration_s``).
+        slow: ``overload`` only: how many of the connections stop reading once publishing
+            starts (spread evenly over the users, see :func:`is_slow`).
     """
 
     workload: str
@@ -49,17 +52,23 @@ class Cell:
     targets: tuple[str, ...] = ()
     workers: int = 0
     events: int = 0
+    slow: int = 0
 
     @property
     def traffic(self) -> str:
         """What the publishers send and the load generators expect: ``personal-drain`` is
-        ``personal`` traffic, only timed differently."""
-        return "personal" if self.workload == DRAIN else self.workload
+        ``personal`` traffic, only timed differently; ``overload`` is ``broadcast`` traffic
+        (with larger events) that some connections stop reading."""
+        if self.workload == DRAIN:
+            return "personal"
+        if self.workload == OVERLOAD:
+            return "broadcast"
+        return self.workload
 
     @property
     def offered(self) -> float:
         """Deliveries per second the target is asked for (the x axis of the plot)."""
-        if self.workload == "broadcast":
+        if self.workload in ("broadcast", OVERLOAD):
             return self.connections * self.rate
         return self.rate
 
@@ -68,6 +77,8 @@ class Cell:
         """Short label, e.g. ``broadcast-n1000-r50`` or ``personal-drain-n10000-e200000``."""
         if self.workload == DRAIN:
             return f"{self.workload}-n{self.connections}-e{self.events}"
+        if self.workload == OVERLOAD:
+            return f"{self.workload}-n{self.connections}-r{self.rate:g}-s{self.slow}"
         rate = f"-r{self.rate:g}" if self.workload != "idle" else ""
         return f"{self.workload}-n{self.connections}{rate}"
 
@@ -90,6 +101,20 @@ def _drain(n: int, events: int, rate: float = 30_000) -> Cell:
     # pause the broker itself. 30,000/s is what the raw publishers offer without strain.
     return Cell(DRAIN, n, rate, events / rate, ("tidings",), workers=1, events=events)
 
+
+def is_slow(user: int, connections: int, slow: int) -> bool:
+    """Whether connection ``user`` (0-based) of an ``overload`` cell is one of its ``slow``
+    ones: ``slow`` of the ``connections`` users, spread evenly (so every load generator
+    holds its share)."""
+    if slow <= 0 or connections <= 0:
+        return False
+    return (user * slow) // connections != ((user + 1) * slow) // connections
+
+
+# overload: 200 connections on the broadcast channel, 100 events/s of ~2 KB (see
+# cell.OVERLOAD_PAYLOAD_BYTES), 50 of them stop reading. One tidings worker, so that its
+# /metrics (read at the end of the cell) are the whole server's.
+_OVERLOAD = Cell(OVERLOAD, 200, 100, 15, workers=1, slow=50)
 
 QUICK: list[Cell] = [
     # n1000-r10 is also the light-load cell of the verdict.
@@ -114,6 +139,7 @@ FULL: list[Cell] = [
     # The most a RabbitMQ node with a 20,000-file limit accepts (see StompTarget.capacity).
     Cell("idle", 17_500, duration_s=5, targets=("stomp",)),
     Cell("idle", 100_000, duration_s=10, targets=("tidings",)),
+    _OVERLOAD,
 ]
 
 _B, _S, _T = ("baseline",), ("stomp",), ("tidings",)
@@ -132,6 +158,7 @@ TARGETS: list[Cell] = [
     _drain(10_000, 200_000),
     Cell("idle", 19_500, duration_s=5, targets=_T),
     Cell("idle", 100_000, duration_s=10, targets=_T),
+    _OVERLOAD,  # every target: the overload goal compares tidings with the baseline
 ]
 
 PROFILES: dict[str, list[Cell]] = {"quick": QUICK, "full": FULL, "targets": TARGETS}

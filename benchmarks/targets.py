@@ -79,6 +79,8 @@ class Target(ABC):
         # Server logs go to a file: an unread pipe would stall a chatty server mid-cell.
         self.log_path = Path(tempfile.gettempdir()) / f"tidings-bench-{self.name}.log"
         self._log: IO[bytes] | None = None
+        #: Settings for the next start (tidings: ``TIDINGS_*`` variables), set per cell.
+        self.extra_env: dict[str, str] = {}
 
     def _open_log(self) -> IO[bytes]:
         self._log = self.log_path.open("wb")
@@ -231,6 +233,7 @@ class TidingsTarget(Target):
         # The load generators are thousands of clients behind a few addresses: lift the
         # per-address connection rate limit, which exists against floods from one host.
         env = dict(os.environ, TIDINGS_CLIENT_CONNECTIONS_PER_IP_PER_SECOND="0")
+        env.update(self.extra_env)
         self.proc = await asyncio.create_subprocess_exec(
             str(self.executable), *args, env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=self._open_log(),

@@ -64,6 +64,10 @@ class WsConnection(asyncio.Protocol):
         self.unique = 0
         self.duplicates = 0
         self.closed = False
+        #: The code of a close frame the server sent, once read.
+        self.close_code: int | None = None
+        #: Slow (``overload``) connections: their drops are expected, not counted.
+        self.slow = False
         self._host = host
         self._transport: asyncio.Transport | None = None
         self._head = b""
@@ -81,7 +85,7 @@ class WsConnection(asyncio.Protocol):
         self.closed = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed before ready: {exc}"))
-        else:
+        elif not self.slow:
             self.counters.dropped += 1
 
     def data_received(self, data: bytes) -> None:
@@ -99,6 +103,30 @@ class WsConnection(asyncio.Protocol):
         """Send one text message (no-op once the transport is closing)."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode_frame(Opcode.TEXT, text))
+
+    def pause(self) -> None:
+        """Stop reading from the socket (a slow client): the server's queue for it grows."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read again: what the kernel buffered arrives, then any close."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def tcp_state(self) -> int | None:
+        """The socket's TCP state (Linux ``tcpi_state``: 1 established, 7 closed, 8
+        close-wait), or None when it cannot be read. A paused connection reads nothing, so
+        this is how it learns that the server reset or closed it meanwhile."""
+        if self.closed or self._transport is None:
+            return None
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+        except (OSError, AttributeError, TypeError, ValueError):
+            return None
 
     def close(self) -> None:
         """Drop the TCP connection without a closing handshake (the run is over)."""
@@ -133,6 +161,7 @@ class WsConnection(asyncio.Protocol):
                 self._transport.write(encode_frame(Opcode.PONG, payload))
         elif opcode == Opcode.CLOSE:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self.close_code = code
             self._fail(f"server closed {code} {payload[2:].decode(errors='replace')}")
 
     def _check_ready(self) -> None:
@@ -173,9 +202,14 @@ class WsConnection(asyncio.Protocol):
 
 
 async def open_connection(
-    session: Session, host: str, port: int, source_ip: str, counters: Counters
+    session: Session, host: str, port: int, source_ip: str, counters: Counters,
+    rcvbuf: int | None = None,
 ) -> WsConnection:
     """Open one connection from ``source_ip`` and wait until its session is subscribed.
+
+    ``rcvbuf`` pins the socket's receive buffer (``SO_RCVBUF``, which Linux doubles and then
+    no longer auto-tunes): a slow client's kernel then holds little of what it has not read,
+    as a browser's would, instead of the up to 32 MB loopback auto-tuning grants here.
 
     Raises:
         OSError: the TCP connection failed.
@@ -185,6 +219,8 @@ async def open_connection(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((source_ip, 0))
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))

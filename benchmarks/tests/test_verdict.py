@@ -118,19 +118,28 @@ def test_light_load_and_missing_cells() -> None:
     assert _line(verdict.judge(rows), "light load").verdict == verdict.NOT_MET
     lines = verdict.judge([])
     assert {line.verdict for line in lines} == {verdict.NOT_MEASURED}
-    assert _line(lines, "overload").measured == "no overload cell in this run"
+    assert _line(lines, "overload").measured == "no overload cell of tidings in this run"
 
 
 def test_overload_wants_cuts_and_bounded_memory() -> None:
-    def over(target: str, idle: float, peak: float, cut: int) -> dict[str, Any]:
-        return _cell(target, "overload", 1000, 50, server_rss_idle_mb=idle,
-                     server_rss_peak_mb=peak, slow_closed_3008=cut)
+    def over(target: str, idle: float, peak: float, cut: int, **kw: Any) -> dict[str, Any]:
+        return _cell(target, "overload", 200, 100, server_rss_idle_mb=idle, slow=50,
+                     server_rss_peak_mb=peak, slow_cut=cut, **kw)
 
-    rows = [over("tidings", 70, 90, 100), over("baseline", 50, 900, 0)]
+    rows = [over("tidings", 70, 150, 50, slow_closed_3008=50, slow_recovered_ok=48),
+            over("baseline", 50, 900, 0)]
     line = _line(verdict.judge(rows), "overload")
-    assert line.verdict == verdict.MET
-    assert "baseline overload-n1000-r50: peak RSS 900 MB (18.0x idle)" in line.measured
+    assert line.verdict == verdict.MET  # +80 MB <= 2 x 50 + 32
+    assert "tidings overload-n200-r100: RSS 70 -> peak 150 MB (+80 MB), 50 of 50 slow cut " \
+           "(50 with 3008), 48 recovered; bound +132 MB" in line.measured
+    assert "baseline overload-n200-r100: RSS 50 -> peak 900 MB (+850 MB), 0 of 50 slow cut" \
+        in line.measured
+    rows[0]["server_rss_peak_mb"] = 203  # +133 MB
+    assert _line(verdict.judge(rows), "overload").verdict == verdict.NOT_MET
+    rows[0]["server_rss_peak_mb"] = 150
     rows[0]["slow_closed_3008"] = 0
+    assert _line(verdict.judge(rows), "overload").verdict == verdict.NOT_MET
+    del rows[0]["server_rss_peak_mb"]
     assert _line(verdict.judge(rows), "overload").verdict == verdict.NOT_MET
 
 
