@@ -281,13 +281,7 @@ async def _measure(
     publish_end_ns = time.time_ns()
     published = [int(d["published"]) for d in done]
     blocked = any(d["phase"] != "done" for d in done)
-    deadline_s = drain_deadline_s(cell)
-    for lg in loadgens:
-        lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
-                 "stall_s": DRAIN_STALL_S})
-    results = await read_all(loadgens, deadline_s + 60)
-    end = monitor.sample()
-    await monitor.stop()
+    results, end = await _collect(loadgens, monitor, published, cell, DRAIN_STALL_S)
     out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
     if cell.workload == OVERLOAD:
         out.update(await _overload(target, results))
@@ -300,7 +294,7 @@ async def _measure(
         notes.append(f"publishers still blocked by the broker's flow control "
                      f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
     if "deadline" in out["drain"]:
-        notes.append(f"events still arriving {deadline_s:.0f} s after publishing ended "
+        notes.append(f"events still arriving {drain_deadline_s(cell):.0f} s after publishing ended "
                      f"({out['delivered']:,} of {out['expected']:,} delivered); stopped waiting")
     elif out["status"] == "lossy":
         notes.append(f"{out['missing']:,} events never arrived (nothing more for "
@@ -445,13 +439,7 @@ async def _drain(
         if paused:
             _signal_server(pids, signal.SIGCONT)
     published = [int(d["published"]) for d in done]
-    deadline_s = drain_deadline_s(cell)
-    for lg in loadgens:
-        lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
-                 "stall_s": RESUME_STALL_S})
-    results = await read_all(loadgens, deadline_s + 60)
-    end = monitor.sample()
-    await monitor.stop()
+    results, end = await _collect(loadgens, monitor, published, cell, RESUME_STALL_S)
     out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
     firsts = [int(r["first_ns"]) for r in results if r.get("first_ns")]
     first_ns = min(firsts) if firsts else 0
@@ -475,8 +463,8 @@ async def _drain(
                      f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
     if "deadline" in out["drain"]:
         notes.append(f"the server never drained its backlog: {out['delivered']:,} of "
-                     f"{out['expected']:,} delivered {deadline_s:.0f} s after it resumed; "
-                     f"stopped waiting")
+                     f"{out['expected']:,} delivered {drain_deadline_s(cell):.0f} s after it "
+                     f"resumed; stopped waiting")
     elif out["status"] == "lossy":
         notes.append(f"{out['missing']:,} events never arrived (nothing more for "
                      f"{RESUME_STALL_S:.0f} s)")
@@ -505,6 +493,21 @@ async def _drain(
         errors=_merge_errors([*ready, *results]),
     )
     return out
+
+
+async def _collect(
+    loadgens: list[Any], monitor: Any, published: list[int], cell: Cell, stall_s: float
+) -> tuple[list[dict[str, Any]], Any]:
+    """Tells the load generators what was published, waits for their results, stops the
+    monitor; returns the results and the monitor's last sample."""
+    deadline_s = drain_deadline_s(cell)
+    for lg in loadgens:
+        lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
+                 "stall_s": stall_s})
+    results = await read_all(loadgens, deadline_s + 60)
+    end = monitor.sample()
+    await monitor.stop()
+    return results, end
 
 
 def _summarise(
