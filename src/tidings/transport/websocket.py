@@ -196,12 +196,10 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._closer = asyncio.get_running_loop().call_later(_CLOSE_GRACE, self._give_up)
 
     def _give_up(self) -> None:
+        # No closing handshake within the grace: reset. A FIN would wait behind whatever
+        # the kernel still holds for a client that stopped reading, for minutes.
         self._closer = None
-        transport = self.transport
-        if transport.get_write_buffer_size():
-            transport.abort()
-        else:
-            transport.close()
+        self.transport.abort()
 
 
 class UniWebSocketConnection(WebSocketConnection):
