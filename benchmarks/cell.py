@@ -306,18 +306,7 @@ async def _measure(
     if notes:
         out["note"] = "; ".join(notes)
     out.update(
-        server_cpu_pct=cpu_percent(start, end, "server"),
-        broker_cpu_pct=cpu_percent(start, end, "broker"),
-        host_cpu_pct=cpu_percent(start, end, "host"),
-        load_avg_1m=round(os.getloadavg()[0], 2),
-        # Children exit as they report, so their CPU comes from their own clocks.
-        loadgen_cpu_pct=_self_cpu(results),
-        loadgen_max_proc_cpu_pct=max(_self_cpu([r]) or 0.0 for r in results),
-        publisher_cpu_pct=_self_cpu(done),
-        server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
-        publish_behind_s=behind_s,
-        publish_blocked_s=max(float(d.get("blocked_s", 0)) for d in done),
-        publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
+        **_usage(start, end, monitor, results, done),
         errors=_merge_errors([*ready, *results]),
     )
     return out
@@ -474,25 +463,36 @@ async def _drain(
     server_cpu_s = end[1]["server"].cpu_s - start[1]["server"].cpu_s
     busy_s = (last_ns - resume_ns) / 1e9 if last_ns > resume_ns else 0.0
     out.update(
-        # From the resume to the end of the load generators' wait (~0.1-0.3 s after the last
-        # arrival), as in other cells; drain_server_cpu_pct: from the resume to the last
-        # arrival, which is when the server routes.
-        server_cpu_pct=cpu_percent(start, end, "server"),
+        # server_cpu_pct (in _usage): from the resume to the end of the load generators'
+        # wait (~0.1-0.3 s after the last arrival), as in other cells; drain_server_cpu_pct:
+        # from the resume to the last arrival, which is when the server routes.
         server_cpu_s=round(server_cpu_s, 2),
         drain_server_cpu_pct=round(100 * server_cpu_s / busy_s, 1) if busy_s else None,
-        broker_cpu_pct=cpu_percent(start, end, "broker"),
-        host_cpu_pct=cpu_percent(start, end, "host"),
-        load_avg_1m=round(os.getloadavg()[0], 2),
-        loadgen_cpu_pct=_self_cpu(results),
-        loadgen_max_proc_cpu_pct=max(_self_cpu([r]) or 0.0 for r in results),
-        publisher_cpu_pct=_self_cpu(done),
-        server_rss_peak_mb=round(monitor.peak_rss["server"] / 2**20, 1),
-        publish_behind_s=max(float(d.get("behind_s", 0)) for d in done),
-        publish_blocked_s=max(float(d.get("blocked_s", 0)) for d in done),
-        publish_flush_s=max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
+        **_usage(start, end, monitor, results, done),
         errors=_merge_errors([*ready, *results]),
     )
     return out
+
+
+def _usage(
+    start: Any, end: Any, monitor: Any, results: list[dict[str, Any]], done: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """CPU, memory and publishing figures of a cell, from the monitor's samples and what
+    the load generators (``results``) and publishers (``done``) reported."""
+    return {
+        "server_cpu_pct": cpu_percent(start, end, "server"),
+        "broker_cpu_pct": cpu_percent(start, end, "broker"),
+        "host_cpu_pct": cpu_percent(start, end, "host"),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        # Children exit as they report, so their CPU comes from their own clocks.
+        "loadgen_cpu_pct": _self_cpu(results),
+        "loadgen_max_proc_cpu_pct": max(_self_cpu([r]) or 0.0 for r in results),
+        "publisher_cpu_pct": _self_cpu(done),
+        "server_rss_peak_mb": round(monitor.peak_rss["server"] / 2**20, 1),
+        "publish_behind_s": max(float(d.get("behind_s", 0)) for d in done),
+        "publish_blocked_s": max(float(d.get("blocked_s", 0)) for d in done),
+        "publish_flush_s": max(float(d.get("flush_s", PUBLISH_GRACE_S)) for d in done),
+    }
 
 
 async def _collect(
