@@ -637,7 +637,6 @@ class RabbitMqLog(Log):
         """
         if self._fast is not None and self._warm_seconds > 0:
             marker = await self._mark()
-            self._ack_target = None
             if await self._subscribe_fast(channel, self._fast.subscribe_since(self._warm_seconds)):
                 return marker
             # The window of AMQP 0-9-1 reaches past the marker just written: it is read.
@@ -658,8 +657,6 @@ class RabbitMqLog(Log):
     async def _consume(self, channel: aiormq.abc.AbstractChannel, offset: int | str) -> None:
         """Starts the consumer at ``offset``: over the stream protocol when it is a
         number and the protocol is available, else over AMQP 0-9-1 on ``channel``."""
-        self._ack_target = None
-        self._unacked = 0
         if (
             isinstance(offset, int)
             and self._fast is not None
@@ -715,6 +712,9 @@ class RabbitMqLog(Log):
     async def _cancel_consumer(self) -> None:
         tag, channel = self._tag, self._underlay
         self._tag = None
+        # What the old consumer left unacknowledged is its channel's business, not the next's.
+        self._ack_target = None
+        self._unacked = 0
         if self._fast is not None:
             self._via_stream = False
             await self._fast.cancel()
