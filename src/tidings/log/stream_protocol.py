@@ -191,9 +191,7 @@ class StreamProtocolReader:
             async with asyncio.timeout(self._timeout):
                 await consumer.start()
         finally:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await consumer.close()
+            await self._close(consumer)
 
     async def subscribe(self, offset: int) -> None:
         """Reads the stream from ``offset`` on; any previous subscription ends first.
@@ -242,9 +240,7 @@ class StreamProtocolReader:
                 return await found
         finally:
             found.cancel()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await consumer.close()
+            await self._close(consumer)
 
     async def _subscribe(self, kind: rstream.OffsetType, value: int) -> None:
         await self.cancel()
@@ -282,6 +278,10 @@ class StreamProtocolReader:
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
+        await self._close(consumer)
+
+    async def _close(self, consumer: rstream.Consumer) -> None:
+        """Closes ``consumer``; a broker that is gone or slow does not hold the caller."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await consumer.close()
