@@ -88,3 +88,36 @@ def test_parser_rejects_reserved_bits_and_stray_continuations() -> None:
         FrameParser().feed(b"\xc1\x00")
     with pytest.raises(ProtocolError):
         FrameParser().feed(_server_frame(0x0, b"x"))
+
+
+@pytest.mark.parametrize("size", [0, 2, 125, 126, 127, 200, 65535, 65536])
+@pytest.mark.parametrize("opcode", [0x1, 0x2])
+def test_one_whole_frame_per_read_gives_what_the_general_path_gives(size: int, opcode: int) -> None:
+    frame = _server_frame(opcode, bytes(range(256)) * (size // 256) + b"y" * (size % 256))
+    whole = FrameParser().feed(frame)
+    split = FrameParser()
+    pieces = split.feed(frame[:1]) + split.feed(frame[1:])
+    assert whole == pieces == [(Opcode(opcode), frame[-size:] if size else b"")]
+    assert isinstance(whole[0][0], Opcode)
+
+
+def test_reads_the_fast_path_must_not_take() -> None:
+    # A 16-bit length one byte short of the read: the rest must wait in the buffer.
+    parser = FrameParser()
+    frame = _server_frame(0x1, b"z" * 300)
+    assert parser.feed(frame[:-1]) == []
+    assert parser.feed(frame[-1:]) == [(Opcode.TEXT, b"z" * 300)]
+    # Two frames in one read, a masked frame, and a final frame ending a fragmented message.
+    assert FrameParser().feed(_server_frame(0x1, b"a") + _server_frame(0x1, b"b")) == [
+        (Opcode.TEXT, b"a"), (Opcode.TEXT, b"b")]
+    key = b"\x01\x02\x03\x04"
+    masked = bytes([0x81, 0x80 | 2, *key, ord("h") ^ 1, ord("i") ^ 2])
+    assert FrameParser().feed(masked) == [(Opcode.TEXT, b"hi")]
+    parser = FrameParser()
+    assert parser.feed(_server_frame(0x1, b"he", fin=False)) == []
+    assert parser.feed(_server_frame(0x0, b"y")) == [(Opcode.TEXT, b"hey")]
+    # Reserved bits are still refused on a read that is one whole frame.
+    with pytest.raises(ProtocolError):
+        FrameParser().feed(b"\xc1\x02ok")
+    with pytest.raises(ProtocolError):
+        FrameParser().feed(b"\x83\x02ok")
