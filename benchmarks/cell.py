@@ -483,6 +483,7 @@ def _usage(
         "server_cpu_pct": cpu_percent(start, end, "server"),
         "broker_cpu_pct": cpu_percent(start, end, "broker"),
         "host_cpu_pct": cpu_percent(start, end, "host"),
+        "host_cores": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         # Children exit as they report, so their CPU comes from their own clocks.
         "loadgen_cpu_pct": _self_cpu(results),

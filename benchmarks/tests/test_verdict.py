@@ -73,6 +73,14 @@ def test_personal_is_per_worker_and_needs_p99_within_50_ms() -> None:
     line = _line(verdict.judge(rows), "personal")
     assert line.verdict == verdict.NOT_MET
     assert line.measured.startswith("tidings 15,000 events/s per worker (2 workers")
+    assert "; at " not in line.measured  # no cell says how busy the host was
+    rows[2].update(offered=20_000, host_cpu_pct=185.0, host_cores=2, server_cpu_pct=69.0,
+                   broker_cpu_pct=75.4, publisher_cpu_pct=13.8, loadgen_cpu_pct=13.4)
+    rows[3].update(offered=25_000)
+    line = _line(verdict.judge(rows), "personal")
+    assert line.measured.endswith(
+        "; at personal-n10000-r20000: ok, p99 60 ms, the host at 185 % of its 200 % "
+        "(tidings 69, broker 75, publishers 14, load generators 13)")
     rows.append(personal(21_000, 21_000, 45, 1))
     line = _line(verdict.judge(rows), "personal")
     assert line.verdict == verdict.MET
@@ -114,8 +122,25 @@ def test_light_load_and_missing_cells() -> None:
     assert line.verdict == verdict.MET
     assert "tidings p99 14.9 ms" in line.measured
     assert "baseline p99 216 ms" in line.measured
+    assert "0.07x the baseline's" in line.measured
+    assert "CPU per event" not in line.measured  # the cell has no CPU figures
     rows[0]["latency_p99_ms"] = 15.0
     assert _line(verdict.judge(rows), "light load").verdict == verdict.NOT_MET
+
+
+def test_light_load_shows_the_floor_the_cells_cpu_puts_under_latency() -> None:
+    # 10 events/s; the host spent 40 % of a core (40 ms per event), the server 10 ms of it,
+    # the load generators 20 ms: on 2 cores no push of an event lands before 20 ms, and
+    # 15 ms even were the server free.
+    rows = [_bc("tidings", 10, 9_900, 25.0, publish_rate=10.0, host_cpu_pct=40.0,
+                host_cores=2, server_cpu_pct=10.0, loadgen_cpu_pct=20.0, connections=1000),
+            _bc("baseline", 10, 9_900, 100.0)]
+    line = _line(verdict.judge(rows), "light load")
+    assert line.verdict == verdict.NOT_MET
+    assert "0.25x the baseline's (the issue's 15 ms against its 52 ms is 0.29x)" in line.measured
+    assert ("40.0 ms in all, of which tidings 10.0 ms and the load generators 20.0 ms"
+            in line.measured)
+    assert "the last of its 1,000 pushes needs at least 20.0 ms, 15.0 ms were" in line.measured
     lines = verdict.judge([])
     assert {line.verdict for line in lines} == {verdict.NOT_MEASURED}
     assert _line(lines, "overload").measured == "no overload cell of tidings in this run"
