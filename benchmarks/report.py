@@ -73,11 +73,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _host(rows: list[dict[str, Any]]) -> list[str]:
+    """Where and on what the run was measured: the commit(s), the cores and the host's
+    reference time (``benchmarks/hostspeed.py``) over its cells; nothing for records that
+    predate these fields."""
+    refs = [r["host_ref_ms"] for r in rows if r.get("host_ref_ms")]
+    if not refs:
+        return []
+    commits = sorted({str(r["commit"]) for r in rows if r.get("commit")})
+    cores = sorted({int(r["host_cores"]) for r in rows if r.get("host_cores")})
+    spread = f"{min(refs):g} ms" if min(refs) == max(refs) else f"{min(refs):g}-{max(refs):g} ms"
+    return [f"Measured at {', '.join(commits) or 'an unknown commit'} on "
+            f"{'/'.join(map(str, cores)) or '?'} cores; host reference time {spread} over the "
+            f"cells (`benchmarks/hostspeed.py`, lower is faster: compare runs by it).", ""]
+
+
 def markdown(records: Iterable[dict[str, Any]], title: str) -> str:
     """A Markdown page: the verdict on the goals, one table row per cell, then the notes
     of cells that were skipped, failed or fell behind."""
     rows = list(records)
-    lines = [f"# {title}", "", verdict.markdown(verdict.judge(rows)), "## Cells", "",
+    lines = [f"# {title}", "", *_host(rows), verdict.markdown(verdict.judge(rows)), "## Cells", "",
              "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k)) for _, k in _COLUMNS) + " |")

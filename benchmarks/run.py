@@ -19,6 +19,7 @@ import orjson
 import pika
 
 from benchmarks.cell import cell_budget_s, run_cell
+from benchmarks.hostspeed import code_version, reference_ms
 from benchmarks.profiles import PROFILES, Cell
 from benchmarks.report import write_reports
 from benchmarks.targets import TargetUnavailable, make_target
@@ -46,6 +47,7 @@ async def _run(args: argparse.Namespace) -> Path:
     # Source addresses rotate from cell to cell so that a cell never meets the previous
     # cell's sockets still in TIME_WAIT on the same address.
     ip_slot = 0
+    commit = code_version()
     with jsonl.open("ab" if args.append else "wb") as sink:
         for target in targets:
             mine = [c for c in cells if not c.targets or target.name in c.targets]
@@ -60,6 +62,8 @@ async def _run(args: argparse.Namespace) -> Path:
                 for cell in mine:
                     print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
                     budget = cell_budget_s(cell)
+                    # Right before the cell: a shared host's speed drifts within a run.
+                    host = {"commit": commit, "host_ref_ms": reference_ms()}
                     try:
                         record = await asyncio.wait_for(run_cell(target, cell, ip_slot), budget)
                     except TimeoutError:
@@ -71,6 +75,7 @@ async def _run(args: argparse.Namespace) -> Path:
                         record = _skipped(target.name, cell, f"bench error: {exc!r}")
                         record["status"] = "failed"
                     ip_slot += 8
+                    record.update(host)
                     sink.write(orjson.dumps(record) + b"\n")
                     sink.flush()
                     print(f"[bench]   {_one_line(record)}", file=sys.stderr, flush=True)

@@ -173,6 +173,16 @@ def test_the_report_opens_with_the_targets_section() -> None:
     assert page.index("## Targets") < page.index("## Cells")
     assert "| light load |" in page
     assert "| broadcast |" in page
+    assert "host reference" not in page  # records from before the field: no line
+
+
+def test_the_report_says_where_it_was_measured() -> None:
+    rows = [_bc("tidings", 10, 9_900, 12, commit="abc1234", host_ref_ms=55.5, host_cores=2),
+            _bc("baseline", 5, 5_000, 100, commit="abc1234", host_ref_ms=61.0, host_cores=2)]
+    page = markdown(rows, "t")
+    assert ("Measured at abc1234 on 2 cores; host reference time 55.5-61 ms over the cells"
+            in page)
+    assert page.index("Measured at") < page.index("## Targets")
 
 
 def _drain(per_s: float | None, workers: int = 1, **kw: Any) -> dict[str, Any]:
