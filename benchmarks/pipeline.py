@@ -1,0 +1,152 @@
+"""One worker's own work per personal event, stage by stage, without sockets or a broker.
+
+``python -m benchmarks.pipeline`` feeds events encoded as RabbitMQ keeps them in a stream
+(AMQP 1.0, as an AMQP 0-9-1 publisher's message is stored) through the path a tidings
+worker runs for each one, in chunks as the stream protocol delivers them:
+
+- ``read``: :func:`~tidings.log.stream_protocol.message_from_bytes`, bytes to message;
+- ``decode``: :func:`~tidings.log.message.decode`, messages to records;
+- ``route``: :meth:`~tidings.node.Node.on_records`, routing, history and the hub, which
+  queues each push on its user's connection;
+- ``flush``: :meth:`~tidings.node.Node.flush`, each touched connection's bytes handed to
+  its transport (here one that keeps nothing: the kernel's ``send`` is not measured).
+
+It prints CPU microseconds per event for each stage, the best of ``--rounds`` rounds (a
+shared host only ever adds time), and the events per CPU-second they add up to. The
+broker, rstream's framing and the kernel are what the end-to-end ``personal-drain`` cell
+adds to this. Run it before and after a change to the hot path: unlike the end-to-end
+cells, it barely depends on what else the host is doing. Under ``valgrind --tool=callgrind``
+(``--rounds 1``) its instruction counts repeat exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import rstream
+
+from tidings.config import Settings
+from tidings.log.memory import MemoryLog
+from tidings.log.message import decode
+from tidings.log.stream_protocol import message_from_bytes
+from tidings.node import Node
+from tidings.transport.websocket import WebSocketConnection
+
+__all__ = ["encoded_event", "main", "measure"]
+
+STAGES = ("read", "decode", "route", "flush")
+
+
+class _Transport:
+    """A transport that takes every write and holds nothing but a count of the pushes."""
+
+    pushes = 0
+
+    def write(self, data: bytes) -> None:
+        _Transport.pushes += data.count(b'{"push":')
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def encoded_event(user: int, seq: int) -> bytes:
+    """A personal event for ``user`` as the stream holds it: the benchmark's body, the
+    ``x-tidings-channel`` header, exchange and routing key annotations, a creation time."""
+    body = orjson.dumps({"run": "pipeline", "pub": 0, "seq": seq, "ts": time.time_ns(),
+                         "user": user, "pad": ""})
+    message = rstream.AMQPMessage(
+        body=body,
+        header=rstream.Header(durable=True, priority=0),
+        application_properties={b"x-tidings-channel": f"user#{user}".encode()},
+        properties=rstream.Properties(content_type=b"application/json",
+                                      creation_time=int(time.time() * 1000)),
+        message_annotations={b"x-exchange": b"bench.tidings",
+                             b"x-routing-key": f"user.{user}".encode()},
+    )
+    return bytes(message)
+
+
+def _node(users: int) -> Node:
+    node = Node(Settings(), MemoryLog())
+    now = node.clock()
+    options = node.settings.channels
+    for user in range(users):
+        conn = WebSocketConnection(node, _Transport())  # type: ignore[arg-type]
+        node.hub.subscribe(conn, f"user#{user}", None, epoch="pipeline", head=0,
+                           size=options.history_size, ttl=options.history_ttl, now=now)
+    return node
+
+
+async def measure(users: int, events: int, chunk: int, rounds: int,
+                  seed: int = 7) -> dict[str, float]:
+    """CPU microseconds per event of each stage, best of ``rounds`` (each a fresh node).
+
+    Raises:
+        RuntimeError: the worker did not write exactly one push per event.
+    """
+    draw = random.Random(seed)
+    data = [encoded_event(draw.randrange(users), seq) for seq in range(events)]
+    best = dict.fromkeys(STAGES, float("inf"))
+    clock: Callable[[], float] = time.process_time
+    for _ in range(rounds):
+        node = _node(users)
+        _Transport.pushes = 0
+        spent = dict.fromkeys(STAGES, 0.0)
+        consumed = -1
+        offset = 0
+        for start in range(0, events, chunk):
+            t0 = clock()
+            messages = [message_from_bytes(d, offset + i)
+                        for i, d in enumerate(data[start:start + chunk])]
+            t1 = clock()
+            decoded = decode(messages, "pipeline", consumed, node.clock())
+            t2 = clock()
+            node.on_records(decoded.records)
+            t3 = clock()
+            node.flush()
+            t4 = clock()
+            consumed = decoded.consumed
+            offset += len(messages)
+            spent["read"] += t1 - t0
+            spent["decode"] += t2 - t1
+            spent["route"] += t3 - t2
+            spent["flush"] += t4 - t3
+        await asyncio.sleep(0)  # let the flushes node.mark_dirty scheduled run, empty
+        if _Transport.pushes != events:
+            raise RuntimeError(f"{_Transport.pushes:,} pushes written for {events:,} events")
+        for stage in STAGES:
+            best[stage] = min(best[stage], spent[stage] / events * 1e6)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, measure, print one line per stage."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--chunk", type=int, default=100,
+                        help="events per batch, as a stream chunk delivers them")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = asyncio.run(measure(args.users, args.events, args.chunk,
+                                                 args.rounds))
+    total = sum(result.values())
+    for stage in STAGES:
+        print(f"{stage:>7}: {result[stage]:6.2f} us/event")
+    print(f"  total: {total:6.2f} us/event = {1e6 / total:,.0f} events per CPU-second "
+          f"({args.users:,} users, {args.events:,} events in chunks of {args.chunk}, "
+          f"best of {args.rounds})")
+
+
+if __name__ == "__main__":
+    main()
