@@ -60,14 +60,15 @@ _U32 = struct.Struct(">I")
 
 #: What :func:`read_message` returns: exchange, routing key, headers, message id,
 #: creation time (ms) and body.
-Fields = tuple[str, str, dict[Any, Any], Any, int | None, bytes]
+Fields = tuple[str, str, dict[str, Any], Any, int | None, bytes]
 
 
 def read_message(data: bytes) -> Fields:
     """The fields tidings uses of one encoded message.
 
-    Header keys are as encoded (bytes for strings and symbols, like rstream gives them);
-    values are bytes for strings, symbols and binaries, numbers and booleans as such.
+    Headers come normalised as :func:`tidings.log.message.normalise_headers` makes them:
+    text keys; strings, symbols and binaries as ``str`` where they are UTF-8, else bytes;
+    numbers and booleans as such. The message id is as encoded (bytes for a string).
 
     Raises:
         Unsupported: a shape left to the full decoder (see the module docstring).
@@ -75,7 +76,7 @@ def read_message(data: bytes) -> Fields:
     end = len(data)
     pos = 0
     exchange = routing_key = ""
-    headers: dict[Any, Any] = {}
+    headers: dict[str, Any] = {}
     message_id: Any = None
     created: int | None = None
     body: list[bytes] = []
@@ -91,7 +92,7 @@ def read_message(data: bytes) -> Fields:
                     raise Unsupported("a data section that is not binary")
                 body.append(chunk)
             elif section == _APPLICATION_PROPERTIES:
-                headers, pos = _map(data, pos)
+                headers, pos = _headers(data, pos)
             elif section == _MESSAGE_ANNOTATIONS:
                 annotations, pos = _map(data, pos)
                 exchange = _text(annotations.get(b"x-exchange", b""))
@@ -167,6 +168,9 @@ def _properties(data: bytes, pos: int) -> tuple[Any, int | None, int]:
     # Fields: message-id, user-id, to, subject, reply-to, correlation-id, content-type,
     # content-encoding, absolute-expiry-time, creation-time, ... (the rest is not read).
     for index in range(min(count, 10)):
+        if data[pos] == 0x40:  # null, as most of these fields are: no call to read it
+            pos += 1
+            continue
         value, pos = _value(data, pos)
         if index == 0:
             message_id = value
@@ -187,6 +191,27 @@ def _map(data: bytes, pos: int) -> tuple[dict[Any, Any], int]:
     for _ in range(count // 2):
         key, pos = _value(data, pos)
         out[key], pos = _value(data, pos)
+    if pos != end:
+        raise Unsupported("map size does not match its elements")
+    return out, end
+
+
+def _headers(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    """The application properties, normalised as they are read (one pass, not two)."""
+    count, pos, end = _compound(data, pos)
+    if count % 2:
+        raise Unsupported("a map with an odd element count")
+    out: dict[str, Any] = {}
+    for _ in range(count // 2):
+        key, pos = _value(data, pos)
+        value, pos = _value(data, pos)
+        if type(value) is bytes:
+            # Not contextlib.suppress: entering a context manager costs more than the decode.
+            try:  # noqa: SIM105
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # binary: stays bytes
+        out[key.decode("utf-8", "replace") if type(key) is bytes else str(key)] = value
     if pos != end:
         raise Unsupported("map size does not match its elements")
     return out, end

@@ -111,7 +111,7 @@ def message_from_bytes(data: bytes, offset: int) -> StreamMessage:
         exchange,
         routing_key,
         body,
-        normalise_headers(headers),
+        headers,  # normalised as read
         created / 1000 if created is not None else None,
         _text(message_id) if message_id is not None else None,
     )
