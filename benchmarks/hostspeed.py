@@ -45,14 +45,20 @@ def reference_ms(repeat: int = 9) -> float:
     return round(best * 1000, 1)
 
 
-def code_version() -> str:
-    """The commit measured (``git describe --always --dirty``), or "unknown" outside a
-    git checkout."""
+def code_version(where: Path | None = None) -> str:
+    """The commit measured, ``-dirty`` when the code differs from it (the server's or the
+    harness's; results files left from an earlier run do not count), or "unknown" outside
+    a git checkout. ``where``: a directory of the checkout (this file's by default)."""
+    here = where or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=10, check=True,
-        )
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", ":/src", ":/benchmarks",
+                      ":(exclude,top)benchmarks/results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    return f"{commit}-dirty" if changed else commit or "unknown"
