@@ -46,6 +46,7 @@ _COLUMNS: list[tuple[str, str]] = [
     ("pub CPU %", "publisher_cpu_pct"),
     ("lg CPU %", "loadgen_max_proc_cpu_pct"),
     ("host CPU %", "host_cpu_pct"),
+    ("host ref ms", "host_ref_ms"),
 ]
 
 _COLOURS = {"baseline": "tab:red", "stomp": "tab:blue", "tidings": "tab:green"}
