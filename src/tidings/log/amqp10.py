@@ -92,7 +92,7 @@ def read_message(data: bytes) -> Fields:
                     raise Unsupported("a data section that is not binary")
                 body.append(chunk)
             elif section == _APPLICATION_PROPERTIES:
-                headers, pos = _headers(data, pos)
+                headers, pos = _map(data, pos, text=True)
             elif section == _MESSAGE_ANNOTATIONS:
                 annotations, pos = _map(data, pos)
                 exchange = _text(annotations.get(b"x-exchange", b""))
@@ -183,35 +183,26 @@ def _properties(data: bytes, pos: int) -> tuple[Any, int | None, int]:
     return message_id, created, end
 
 
-def _map(data: bytes, pos: int) -> tuple[dict[Any, Any], int]:
+def _map(data: bytes, pos: int, text: bool = False) -> tuple[dict[Any, Any], int]:
+    """A map of primitives; with ``text``, normalised as it is read (one pass, not two):
+    keys as ``str``, byte values as ``str`` where they are UTF-8."""
     count, pos, end = _compound(data, pos)
     if count % 2:
         raise Unsupported("a map with an odd element count")
     out: dict[Any, Any] = {}
     for _ in range(count // 2):
         key, pos = _value(data, pos)
-        out[key], pos = _value(data, pos)
-    if pos != end:
-        raise Unsupported("map size does not match its elements")
-    return out, end
-
-
-def _headers(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
-    """The application properties, normalised as they are read (one pass, not two)."""
-    count, pos, end = _compound(data, pos)
-    if count % 2:
-        raise Unsupported("a map with an odd element count")
-    out: dict[str, Any] = {}
-    for _ in range(count // 2):
-        key, pos = _value(data, pos)
         value, pos = _value(data, pos)
-        if type(value) is bytes:
-            # Not contextlib.suppress: entering a context manager costs more than the decode.
-            try:  # noqa: SIM105
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                pass  # binary: stays bytes
-        out[key.decode("utf-8", "replace") if type(key) is bytes else str(key)] = value
+        if text:
+            if type(value) is bytes:
+                # Not contextlib.suppress: entering a context manager costs more than the
+                # decode.
+                try:  # noqa: SIM105
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # binary: stays bytes
+            key = key.decode("utf-8", "replace") if type(key) is bytes else str(key)
+        out[key] = value
     if pos != end:
         raise Unsupported("map size does not match its elements")
     return out, end
