@@ -1,8 +1,9 @@
 """Benchmark entry point: ``python -m benchmarks.run --profile quick`` (``make bench``).
 
-Runs every cell of the profile against every chosen target, one at a time, appending one JSON
-record per cell to ``benchmarks/results/<profile>.jsonl`` as it goes, then writes
-``<profile>.md`` (table) and ``<profile>.png`` (plot) beside it. See benchmarks/README.md.
+Runs the profile cell by cell, each on every chosen target in turn, one at a time,
+appending one JSON record per cell and target to ``benchmarks/results/<profile>.jsonl`` as it
+goes, then writes ``<profile>.md`` (table) and ``<profile>.png`` (plot) beside it. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pika
@@ -22,7 +24,7 @@ from benchmarks.cell import cell_budget_s, run_cell
 from benchmarks.hostspeed import code_version, reference_ms
 from benchmarks.profiles import PROFILES, Cell
 from benchmarks.report import write_reports
-from benchmarks.targets import TargetUnavailable, make_target
+from benchmarks.targets import Target, TargetUnavailable, make_target
 
 __all__ = ["main"]
 
@@ -49,43 +51,59 @@ async def _run(args: argparse.Namespace) -> Path:
     ip_slot = 0
     commit = code_version()
     with jsonl.open("ab" if args.append else "wb") as sink:
-        for target in targets:
-            mine = [c for c in cells if not c.targets or target.name in c.targets]
-            try:
-                await asyncio.to_thread(target.prepare)
-            except (TargetUnavailable, OSError, pika.exceptions.AMQPError) as exc:
-                print(f"[bench] {target.name}: unavailable: {exc!r}", file=sys.stderr)
-                for cell in mine:
-                    sink.write(orjson.dumps(_skipped(target.name, cell, repr(exc))) + b"\n")
-                continue
-            try:
-                for cell in mine:
-                    print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
-                    budget = cell_budget_s(cell)
-                    # Right before the cell: a shared host's speed drifts within a run.
-                    host = {"commit": commit, "host_ref_ms": reference_ms()}
-                    try:
-                        record = await asyncio.wait_for(run_cell(target, cell, ip_slot), budget)
-                    except TimeoutError:
-                        record = _skipped(target.name, cell, f"did not end within its budget "
-                                          f"of {budget:.0f} s; stopped")
-                        record["status"] = "failed"
-                    except Exception as exc:  # one broken cell must not end the run
-                        traceback.print_exc()
-                        record = _skipped(target.name, cell, f"bench error: {exc!r}")
-                        record["status"] = "failed"
+        ready = []
+        try:
+            for target in targets:
+                try:
+                    await asyncio.to_thread(target.prepare)
+                except (TargetUnavailable, OSError, pika.exceptions.AMQPError) as exc:
+                    print(f"[bench] {target.name}: unavailable: {exc!r}", file=sys.stderr)
+                    for cell in cells:
+                        if not cell.targets or target.name in cell.targets:
+                            record = _skipped(target.name, cell, repr(exc))
+                            sink.write(orjson.dumps(record) + b"\n")
+                    continue
+                ready.append(target)
+            # Cell by cell, each on every target in turn (first target rotating): a shared
+            # host's speed drifts by the minute, and a ratio between targets is fair only
+            # between cells measured close together.
+            for index, cell in enumerate(cells):
+                mine = [t for t in ready if not cell.targets or t.name in cell.targets]
+                turn = index % len(mine) if mine else 0
+                for target in mine[turn:] + mine[:turn]:
+                    record = await _measure(target, cell, ip_slot, commit)
                     ip_slot += 8
-                    record.update(host)
                     sink.write(orjson.dumps(record) + b"\n")
                     sink.flush()
                     print(f"[bench]   {_one_line(record)}", file=sys.stderr, flush=True)
                     await asyncio.sleep(1.0)  # let the broker drop the cell's queues
-            finally:
+        finally:
+            for target in ready:
                 await asyncio.to_thread(target.close)
     return jsonl
 
 
-def _skipped(target: str, cell: Cell, why: str) -> dict[str, object]:
+async def _measure(target: Target, cell: Cell, ip_slot: int, commit: str) -> dict[str, Any]:
+    """One cell on one target, as a record; a cell that fails or overruns says so."""
+    print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
+    budget = cell_budget_s(cell)
+    # Right before the cell: a shared host's speed drifts within a run.
+    host = {"commit": commit, "host_ref_ms": reference_ms()}
+    try:
+        record = await asyncio.wait_for(run_cell(target, cell, ip_slot), budget)
+    except TimeoutError:
+        record = _skipped(target.name, cell, f"did not end within its budget "
+                          f"of {budget:.0f} s; stopped")
+        record["status"] = "failed"
+    except Exception as exc:  # one broken cell must not end the run
+        traceback.print_exc()
+        record = _skipped(target.name, cell, f"bench error: {exc!r}")
+        record["status"] = "failed"
+    record.update(host)
+    return record
+
+
+def _skipped(target: str, cell: Cell, why: str) -> dict[str, Any]:
     return {"target": target, "cell": cell.name, "workload": cell.workload,
             "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
             "status": "skipped", "note": why}
