@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from tidings.log.message import normalised, text_key
+
 __all__ = ["Fields", "Unsupported", "read_message"]
 
 
@@ -184,8 +186,8 @@ def _properties(data: bytes, pos: int) -> tuple[Any, int | None, int]:
 
 
 def _map(data: bytes, pos: int, text: bool = False) -> tuple[dict[Any, Any], int]:
-    """A map of primitives; with ``text``, normalised as it is read (one pass, not two):
-    keys as ``str``, byte values as ``str`` where they are UTF-8."""
+    """A map of primitives; with ``text``, normalised as it is read (one pass, not two),
+    as :func:`tidings.log.message.normalise_headers` would."""
     count, pos, end = _compound(data, pos)
     if count % 2:
         raise Unsupported("a map with an odd element count")
@@ -194,14 +196,7 @@ def _map(data: bytes, pos: int, text: bool = False) -> tuple[dict[Any, Any], int
         key, pos = _value(data, pos)
         value, pos = _value(data, pos)
         if text:
-            if type(value) is bytes:
-                # Not contextlib.suppress: entering a context manager costs more than the
-                # decode.
-                try:  # noqa: SIM105
-                    value = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    pass  # binary: stays bytes
-            key = key.decode("utf-8", "replace") if type(key) is bytes else str(key)
+            key, value = text_key(key), normalised(value)
         out[key] = value
     if pos != end:
         raise Unsupported("map size does not match its elements")

@@ -9,7 +9,6 @@ the two deliver the same stored message in different shapes. Both are turned int
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,8 @@ __all__ = [
     "fingerprint",
     "from_delivery",
     "normalise_headers",
+    "normalised",
+    "text_key",
 ]
 
 #: The header RabbitMQ puts on every message read from a stream over AMQP 0-9-1: its offset.
@@ -62,21 +63,28 @@ def normalise_headers(raw: Mapping[Any, Any]) -> dict[str, Any]:
     """Headers with text keys and values, nested tables and arrays too: the stream
     protocol hands out AMQP 1.0 strings as bytes where AMQP 0-9-1 gives ``str``; bytes
     that are not UTF-8 stay bytes."""
-    return {_text_key(key): _normalised(value) for key, value in raw.items()}
+    return {text_key(key): normalised(value) for key, value in raw.items()}
 
 
-def _text_key(key: Any) -> str:
+def text_key(key: Any) -> str:
+    """A header key as text (AMQP 1.0 gives strings and symbols as bytes)."""
     return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
-def _normalised(value: Any) -> Any:
+def normalised(value: Any) -> Any:
+    """A header value as :func:`normalise_headers` gives it: UTF-8 bytes as ``str``,
+    tables and arrays normalised inside."""
     if isinstance(value, bytes):
-        with contextlib.suppress(UnicodeDecodeError):
+        # Not contextlib.suppress: this runs for every header of every event, and entering
+        # a context manager costs more than the decode.
+        try:
             return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # binary: stays bytes
     elif isinstance(value, Mapping):
         return normalise_headers(value)
     elif isinstance(value, list):
-        return [_normalised(item) for item in value]
+        return [normalised(item) for item in value]
     return value
 
 
