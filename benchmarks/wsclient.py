@@ -153,16 +153,12 @@ class WsConnection(asyncio.Protocol):
         if opcode in (_TEXT, _BINARY):
             events: list[dict[str, Any]] = []
             replies: list[bytes] = []
-            session = self.session
-            session.feed(payload, events, replies)
+            self.session.feed(payload, events, replies)
             for reply in replies:
                 self.send_text(reply)
             if events:
                 self._count(events)
-            if not session.ready:
-                return
-            if not self.ready.done():
-                self.ready.set_result(None)
+            self._check_ready()
         elif opcode == Opcode.PING:
             if self._transport is not None:
                 self._transport.write(encode_frame(Opcode.PONG, payload))
