@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tidings import collector
 from tidings.api import add_routes
 from tidings.appkeys import NODE
 from tidings.config import Settings
@@ -122,11 +122,7 @@ async def _serve(settings: Settings, sock: socket.socket, name: str) -> None:
     )
     await runner.setup()
     site = await start_site(runner, sock)
-    # What exists now (modules, the app, the warm history's windows) lives as long as the
-    # process: out of the cyclic collector's way, its full collections walk only what
-    # came later, which keeps their pauses short.
-    gc.collect()
-    gc.freeze()
+    collector.settle()
     host, port = sock.getsockname()[:2]
     log.info("tidings %s listening on http://%s:%d/", name, host, port)
     stop = asyncio.Event()
