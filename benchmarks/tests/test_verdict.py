@@ -49,6 +49,27 @@ def test_broadcast_takes_each_targets_best_clean_cell_and_compares() -> None:
     assert "10.00x the baseline" in line.measured
 
 
+def test_broadcast_ratio_needs_the_baselines_knee_inside_the_run() -> None:
+    rows = [
+        _bc("baseline", 10, 9_900, 40),
+        _bc("baseline", 20, 19_900, 60),   # its highest cell, and it qualifies
+        _bc("tidings", 200, 199_000, 90),
+        _bc("tidings", 300, 290_000, 900),
+    ]
+    line = _line(verdict.judge(rows), "broadcast")
+    assert line.verdict == verdict.NOT_MET  # 10.0x, but the baseline might do more
+    assert "baseline passed its highest cell" in line.measured
+    assert "no ratio holds" in line.measured
+
+    rows[1]["latency_p99_ms"] = 400  # the baseline's knee is now between 10 and 20
+    rows[3]["latency_p99_ms"] = 150  # tidings' top cell qualifies: its ratio is a floor
+    line = _line(verdict.judge(rows), "broadcast")
+    assert line.verdict == verdict.MET
+    assert "29.29x the baseline" in line.measured
+    assert "tidings passed its highest cell" in line.measured
+    assert "no ratio holds" not in line.measured
+
+
 def test_broadcast_without_a_qualifying_cell_says_so() -> None:
     rows = [_bc("baseline", 10, 9_900, 216), _bc("tidings", 50, 49_000, 70)]
     line = _line(verdict.judge(rows), "broadcast")
