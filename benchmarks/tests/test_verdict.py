@@ -269,3 +269,18 @@ def test_drain_cell_names_and_traffic() -> None:
         assert cell.traffic == "personal"
         assert round(cell.rate * cell.duration_s) == cell.events
     assert not any(c.workload == DRAIN for c in PROFILES["quick"])
+
+
+def test_personal_counts_the_offered_rate_when_publishers_kept_to_it() -> None:
+    cell = _cell("tidings", "personal", 10_000, 20_000, offered=20_000, workers=1,
+                 publish_rate=19_996.6, delivered=299_991, delivered_per_s=19_850.7,
+                 latency_p99_ms=29.4)
+    line = _line(verdict.judge([cell]), "personal")
+    assert line.verdict == verdict.MET
+    assert line.measured.startswith("tidings 20,000 events/s per worker (1 worker")
+    assert "published at 19,997/s, all 299,991 delivered: 19,851/s counted" in line.measured
+
+    cell["publish_rate"] = 19_500.0  # the publishers fell 2.5 % short: their rate counts
+    line = _line(verdict.judge([cell]), "personal")
+    assert line.verdict == verdict.NOT_MET
+    assert line.measured.startswith("tidings 19,500 events/s per worker")
