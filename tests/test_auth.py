@@ -157,6 +157,36 @@ class TestConnection:
     def test_channels_must_be_a_list_of_strings(self, channels: Any) -> None:
         refused(verifier(), sign({"sub": "a", "channels": channels}), "channels")
 
+    @pytest.mark.parametrize(
+        ("sub", "match"),
+        [
+            ("al\x00ice", r"claim sub: user id holds a control character \(U\+0000 at index 2\)"),
+            ("\x1b[31m", "claim sub: user id holds a control character"),
+            ("\ud800", "claim sub: user id is not valid UTF-8: a lone surrogate"),
+            ("x" * 256, "claim sub: user id is 256 bytes long, over the limit of 255"),
+        ],
+        ids=repr,
+    )
+    def test_sub_must_be_a_valid_name(self, sub: str, match: str) -> None:
+        refused(verifier(), sign({"sub": sub}), match)
+
+    def test_a_user_id_may_hold_spaces_and_any_script(self) -> None:
+        assert verifier().connection(sign({"sub": "Zoë 山田"})).user == "Zoë 山田"
+
+    @pytest.mark.parametrize(
+        ("channel", "match"),
+        [
+            ("a\x00", r"claim channels\[1\]: channel name holds a control character"),
+            ("\udfff", r"claim channels\[1\]: channel name is not valid UTF-8"),
+            ("x" * 256, r"claim channels\[1\]: channel name is 256 bytes long"),
+            ("a b", r"claim channels\[1\]: channel name holds whitespace"),
+            ("u#", r"claim channels\[1\]: channel name 'u#' has a '#' but names no user"),
+        ],
+        ids=repr,
+    )
+    def test_channels_must_be_valid_names(self, channel: str, match: str) -> None:
+        refused(verifier(), sign({"sub": "a", "channels": ["news", channel]}), match)
+
     def test_info_that_cannot_be_reencoded_is_refused(self) -> None:
         # JSON allows any integer; the wire encoder does not: refused, never a crash.
         refused(verifier(), sign({"sub": "a", "info": {"n": 2**70}}), "info")
@@ -302,6 +332,10 @@ class TestSubscription:
             ({"sub": "bob", "channel": "$c"}, "user"),
             ({"channel": "$c"}, "user"),
             ({"sub": "alice", "channel": "$c", "client": 5}, "client"),
+            ({"sub": "alice", "channel": "$c\x00"}, "claim channel: channel name holds a control"),
+            ({"sub": "alice", "channel": "\ud800"}, "claim channel: channel name is not valid"),
+            ({"sub": "alice", "channel": "$" * 256}, "claim channel: channel name is 256 bytes"),
+            ({"sub": "alice\x00", "channel": "$c"}, "claim sub: user id holds a control"),
         ],
     )
     def test_refused(self, claims: dict[str, Any], match: str) -> None:

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import unicodedata
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from tidings.channels import MAX_CHANNEL_LENGTH, ChannelName, check_subscribe, parse_channel
+from tidings.channels import (
+    MAX_CHANNEL_LENGTH,
+    MAX_USER_LENGTH,
+    ChannelName,
+    InvalidName,
+    NameKind,
+    channel_problem,
+    check_subscribe,
+    name_problem,
+    parse_channel,
+    read_channel,
+)
 from tidings.codes import ErrorCode
 from tidings.config import ChannelOptions
 
@@ -43,6 +57,117 @@ class TestParse:
     )
     def test_invalid(self, name: str) -> None:
         assert parse_channel(name) is None
+
+
+class TestNames:
+    @pytest.mark.parametrize(
+        ("value", "kind", "problem"),
+        [
+            ("a\x00b", NameKind.CHANNEL, "holds a control character (U+0000 at index 1)"),
+            ("\x1b[0m", NameKind.USER, "holds a control character (U+001B at index 0)"),
+            ("a\x7f", NameKind.CHANNEL, "holds a control character (U+007F at index 1)"),
+            ("a\x9f", NameKind.USER, "holds a control character (U+009F at index 1)"),
+            ("\ud800", NameKind.USER, "is not valid UTF-8: a lone surrogate (U+D800 at index 0)"),
+            (
+                "a\udcff",
+                NameKind.CHANNEL,
+                "is not valid UTF-8: a lone surrogate (U+DCFF at index 1)",
+            ),
+            ("a b", NameKind.CHANNEL, "holds whitespace (U+0020 at index 1)"),
+            ("a\u2028", NameKind.NAMESPACE, "holds whitespace (U+2028 at index 1)"),
+            ("", NameKind.CHANNEL, "is empty"),
+            ("", NameKind.NAMESPACE, "is empty"),
+            ("x" * 256, NameKind.CHANNEL, "is 256 bytes long, over the limit of 255"),
+            ("€" * 86, NameKind.USER, "is 258 bytes long, over the limit of 255"),
+            (5, NameKind.CHANNEL, "must be a string"),
+            (None, NameKind.USER, "must be a string"),
+            (b"news", NameKind.CHANNEL, "must be a string"),
+        ],
+        ids=repr,
+    )
+    def test_problems_are_named(self, value: object, kind: NameKind, problem: str) -> None:
+        assert name_problem(value, kind) == f"{kind.label} {problem}"
+
+    @pytest.mark.parametrize(
+        ("value", "kind"),
+        [
+            ("", NameKind.USER),  # anonymous
+            ("Zoë 山田", NameKind.USER),  # user ids may hold spaces
+            ("x" * MAX_CHANNEL_LENGTH, NameKind.CHANNEL),
+            ("€" * 85, NameKind.CHANNEL),  # 255 bytes
+            ("u" * MAX_USER_LENGTH, NameKind.USER),
+            ("👩\u200d💻:room", NameKind.CHANNEL),  # a joiner is a format character, not a control
+            ("a{b}", NameKind.CHANNEL),
+        ],
+    )
+    def test_valid(self, value: str, kind: NameKind) -> None:
+        assert name_problem(value, kind) is None
+
+    def test_a_channel_that_names_no_user(self) -> None:
+        for name in ("user#", "ns:u#,,", "#"):
+            with pytest.raises(InvalidName, match="names no user"):
+                read_channel(name)
+        # The '#' of a namespace is not a user list.
+        assert read_channel("a#:b").users == frozenset()
+
+
+def _refused_character(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Cs")
+
+
+@given(st.text(st.characters(codec=None), max_size=300))
+@example("\x00")
+@example("\ud800")
+@example("é" * 128)
+def test_name_problem_agrees_with_the_rules(value: str) -> None:
+    # Every kind refuses exactly: controls (Cc: C0, DEL, C1), surrogates (Cs), over-long
+    # UTF-8; channel names and namespaces also blanks and the empty name.
+    for kind in NameKind:
+        refused = (
+            any(_refused_character(c) for c in value)
+            or (kind.strict and (not value or any(c.isspace() for c in value)))
+            or (
+                not any(_refused_character(c) for c in value)
+                and len(value.encode("utf-8")) > kind.max_bytes
+            )
+        )
+        assert (name_problem(value, kind) is not None) is refused, (kind, value)
+
+
+@given(st.text(max_size=300))
+def test_a_valid_name_encodes_and_the_wire_takes_it(value: str) -> None:
+    # What passes can always be written: as UTF-8, and as JSON by the wire encoder.
+    import orjson
+
+    if name_problem(value, NameKind.CHANNEL) is None:
+        assert len(value.encode("utf-8")) <= MAX_CHANNEL_LENGTH
+        assert orjson.loads(orjson.dumps(value)) == value
+    if name_problem(value, NameKind.USER) is None:
+        assert orjson.loads(orjson.dumps(value)) == value
+
+
+@given(st.text(st.characters(codec=None), max_size=300))
+def test_channel_problem_is_read_channel(value: str) -> None:
+    problem = channel_problem(value)
+    assert (parse_channel(value) is None) is (problem is not None)
+    if problem is None:
+        assert read_channel(value).name == value
+    else:
+        with pytest.raises(InvalidName) as info:
+            read_channel(value)
+        assert str(info.value) == problem
+
+
+@given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300))
+def test_the_printable_ascii_shortcut_decides_as_the_rules(value: str) -> None:
+    # channel_problem skips name_problem for visible ASCII within the limit: same answer.
+    expected = name_problem(value, NameKind.CHANNEL)
+    if expected is None:
+        _, sep, rest = value.partition(":")
+        rest = rest if sep else value
+        if "#" in rest and not rest.rpartition("#")[2].strip(","):
+            expected = "no user"
+    assert (channel_problem(value) is None) is (expected is None)
 
 
 OPEN = ChannelOptions()

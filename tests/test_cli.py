@@ -90,6 +90,30 @@ def test_token_without_a_secret_is_refused() -> None:
     assert done.stderr.startswith("tidings: invalid setting auth.hmac_secret: ")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sub", "al\x01ice"], "tidings token: user id holds a control character"),
+        (["--sub", "a", "--channels", "news,a b"], "tidings token: channel name holds whitespace"),
+        (["--sub", "a", "--channel", "$" * 256], "tidings token: channel name is 256 bytes long"),
+    ],
+)
+def test_token_refuses_names_no_node_accepts(args: list[str], message: str) -> None:
+    done = run("token", *args, TIDINGS_AUTH_HMAC_SECRET=SECRET)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(message), done.stderr
+
+
+def test_publish_refuses_a_bad_channel_before_sending() -> None:
+    done = run(
+        "publish", "--channel", "news,a\x1fb", "--data", "1",
+        TIDINGS_API_KEY=API_KEY, TIDINGS_AUTH_HMAC_SECRET=SECRET,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("tidings publish: channel name holds a control character")
+
+
 # ---------------------------------------------------------------------- check-config
 
 

@@ -287,6 +287,8 @@ class TestErrors:
             ("[[namespaces]]\nname = 'a'\n[[namespaces]]\nname = 'a'\n", "namespaces[1].name"),
             ("[[namespaces]]\nname = ''\n", "namespaces[0].name"),
             ('[[namespaces]]\nname = "a\\n"\n', "namespaces[0].name"),
+            ('[[namespaces]]\nname = "a\\u0000"\n', "namespaces[0].name"),
+            (f"[[namespaces]]\nname = '{'n' * 256}'\n", "namespaces[0].name"),
             ("[[namespaces]]\nname = 'a'\nhistory_size = 'x'\n", "namespaces[0].history_size"),
             ("[[namespaces]]\nname = 'a'\nbogus = 1\n", "namespaces[0].bogus"),
             ("routes = 5\n", "routes"),

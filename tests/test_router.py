@@ -278,9 +278,33 @@ class TestRoute:
         body = b'  {"a" : [1, 2], "s": "x\\ny"} '  # an escaped newline is not a line break
         assert route([], record(body, "news")) == Routed(("news",), body)
 
-    @pytest.mark.parametrize("channel", ["has space", "a{b", "x" * 256, "new\nline"])
+    @pytest.mark.parametrize(
+        "channel",
+        ["has space", "x" * 256, "é" * 128, "new\nline", "nul\x00", "del\x7f", "\ud800", "u#,"],
+        ids=repr,
+    )
     def test_invalid_channel(self, channel: str) -> None:
         assert rejected(route([], record({}, "k", {CHANNEL_HEADER: channel}))) == "bad_channel"
+
+    def test_header_channel_bytes_that_are_not_utf8(self) -> None:
+        # Decoded with replacement characters, they would name some other, valid channel.
+        result = route([], record({}, "k", {CHANNEL_HEADER: b"user#\xff"}))
+        assert result == Rejected("bad_channel", "x-tidings-channel header is not UTF-8 text")
+
+    def test_template_header_bytes_that_are_not_utf8(self) -> None:
+        rules = [{"match": "#", "channels": ["user#{headers.uid}"]}]
+        assert rejected(route(rules, record({}, "k", {"uid": b"\xc3("}))) == "bad_channel"
+        assert route(rules, record({}, "k", {"uid": "é".encode()})).channels == ("user#é",)
+
+    @pytest.mark.parametrize("value", ["a\x00", "tab\there", "x" * 251])
+    def test_template_results_are_checked_like_any_name(self, value: str) -> None:
+        rules = [{"match": "#", "channels": ["user#{body.user_id}"]}]
+        assert rejected(route(rules, record({"user_id": value}))) == "bad_channel"
+
+    def test_a_lone_surrogate_in_the_body_is_not_json(self) -> None:
+        # The JSON decoder refuses it, so it never reaches a template as a name.
+        rules = [{"match": "#", "channels": ["user#{body.user_id}"]}]
+        assert rejected(route(rules, record(b'{"user_id": "\\ud800"}'))) == "not_json"
 
     def test_a_routing_key_ending_in_a_newline_is_no_channel(self) -> None:
         assert rejected(route([], record({}, "news\n"))) == "bad_channel"

@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 import orjson
 
+from tidings.channels import NameKind, channel_problem, name_problem
 from tidings.config import AuthSettings
 from tidings.errors import TokenError
 
@@ -137,10 +138,13 @@ class TokenVerifier:
         user = claims.get("sub")
         if not isinstance(user, str):
             raise TokenError("missing claim sub")
+        _check_name("sub", name_problem(user, NameKind.USER))
         expires_at = self._expiry(claims)
         channels = claims.get("channels", [])
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        if not isinstance(channels, list):
             raise TokenError("channels must be a list of strings")
+        for i, channel in enumerate(channels):
+            _check_name(f"channels[{i}]", channel_problem(channel))
         info = claims.get("info")
         try:
             info_json = None if info is None else orjson.dumps(info)
@@ -155,6 +159,8 @@ class TokenVerifier:
             TokenError: with ``expired`` set when only the expiry failed.
         """
         claims = self._decode(token)
+        _check_name("channel", channel_problem(claims.get("channel")))
+        _check_name("sub", name_problem(claims.get("sub", ""), NameKind.USER))
         if claims.get("channel") != channel:
             raise TokenError("token is for another channel")
         if claims.get("sub", "") != user:
@@ -162,6 +168,12 @@ class TokenVerifier:
         if claims.get("client") not in (None, "", client):
             raise TokenError("token is for another client")
         return SubscriptionClaims(channel, user, self._expiry(claims))
+
+
+def _check_name(claim: str, problem: str | None) -> None:
+    """Refuses a token whose claim holds a name that tidings refuses everywhere."""
+    if problem is not None:
+        raise TokenError(f"claim {claim}: {problem}")
 
 
 def mint_token(

@@ -1,4 +1,4 @@
-"""Channel names and who may subscribe to them (pure rules, no I/O).
+"""Channel names, the names inside them, and who may subscribe to them (pure rules, no I/O).
 
 Conventions of the Centrifugo ecosystem:
 
@@ -7,21 +7,96 @@ Conventions of the Centrifugo ecosystem:
 - ``name#alice`` or ``name#alice,bob``: user-limited; only the users listed may subscribe,
   and no subscription token is needed;
 - ``$name`` or ``namespace:$name``: private; a subscription token is always needed.
+
+Every name that comes from outside (a client's subscribe, a token's ``sub``, ``channels``
+and ``channel`` claims, an AMQP header or routing key, a route template's result, a server
+API request) passes :func:`name_problem` before it is used. A name is refused when it is
+not text, when it holds a control character (U+0000-U+001F, U+007F-U+009F: NUL included) or
+a lone surrogate (what JSON's ``"\\ud800"`` decodes to, and what bytes that are not UTF-8
+become), or when its UTF-8 form is over the limit of its kind. Channel names also may not
+be empty or hold whitespace.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from enum import Enum
 
 from tidings.codes import ErrorCode
 from tidings.config import ChannelOptions
 
-__all__ = ["MAX_CHANNEL_LENGTH", "ChannelName", "check_subscribe", "parse_channel"]
+__all__ = [
+    "MAX_CHANNEL_LENGTH",
+    "MAX_USER_LENGTH",
+    "ChannelName",
+    "InvalidName",
+    "NameKind",
+    "channel_problem",
+    "check_subscribe",
+    "name_problem",
+    "parse_channel",
+    "read_channel",
+]
 
+#: Longest channel name, in UTF-8 bytes (Centrifugo's default ``channel_max_length``).
 MAX_CHANNEL_LENGTH = 255
+#: Longest user id, in UTF-8 bytes.
+MAX_USER_LENGTH = 255
 NAMESPACE_SEPARATOR = ":"
 USER_SEPARATOR = "#"
 PRIVATE_PREFIX = "$"
+
+# C0 controls, DEL, C1 controls and the surrogate range: nothing a name may hold.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\udfff"
+_BAD_CHARACTER = re.compile(f"[{_CONTROL}]")
+_BAD_CHANNEL_CHARACTER = re.compile(rf"[{_CONTROL}\s]")
+# A name that passes name_problem without a look at each rule: visible ASCII only.
+_PLAIN = re.compile(f"[!-~]{{1,{MAX_CHANNEL_LENGTH}}}")
+
+
+class NameKind(Enum):
+    """What a name names: its wording in errors, its byte limit, whether blanks are refused."""
+
+    CHANNEL = ("channel name", MAX_CHANNEL_LENGTH, True)
+    NAMESPACE = ("namespace", MAX_CHANNEL_LENGTH, True)
+    USER = ("user id", MAX_USER_LENGTH, False)
+
+    def __init__(self, label: str, max_bytes: int, strict: bool) -> None:
+        self.label = label
+        self.max_bytes = max_bytes
+        #: Channel names and namespaces may not be empty nor hold whitespace.
+        self.strict = strict
+
+
+class InvalidName(ValueError):
+    """A name was refused; the message says which rule it broke."""
+
+
+def name_problem(value: object, kind: NameKind = NameKind.CHANNEL) -> str | None:
+    """Why ``value`` is not a valid name of ``kind``; None when it is valid.
+
+    The one check every name from outside goes through (see the module's docstring).
+    """
+    label = kind.label
+    if not isinstance(value, str):
+        return f"{label} must be a string"
+    if not value:
+        return f"{label} is empty" if kind.strict else None
+    bad = (_BAD_CHANNEL_CHARACTER if kind.strict else _BAD_CHARACTER).search(value)
+    if bad is not None:
+        code = ord(bad.group())
+        if 0xD800 <= code <= 0xDFFF:
+            what = "is not valid UTF-8: a lone surrogate"
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            what = "holds a control character"
+        else:
+            what = "holds whitespace"
+        return f"{label} {what} (U+{code:04X} at index {bad.start()})"
+    size = len(value) if value.isascii() else len(value.encode("utf-8"))
+    if size > kind.max_bytes:
+        return f"{label} is {size} bytes long, over the limit of {kind.max_bytes}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +115,48 @@ class ChannelName:
         return bool(self.users)
 
 
-def parse_channel(name: str) -> ChannelName | None:
-    """Parses a channel name; None when it is empty, too long or has blanks."""
-    if not name or len(name) > MAX_CHANNEL_LENGTH or any(c.isspace() for c in name):
-        return None
+def channel_problem(name: object) -> str | None:
+    """Why ``name`` is not a channel name (:func:`name_problem`, or a ``#`` that names no
+    user); None when it is one. Cheap enough to run on every routed event."""
+    if not isinstance(name, str) or _PLAIN.fullmatch(name) is None:
+        # Not the common case (printable ASCII, no blank, within the limit): find out why.
+        problem = name_problem(name, NameKind.CHANNEL)
+        if problem is not None:
+            return problem
+        assert isinstance(name, str)
+    _, sep, rest = name.partition(NAMESPACE_SEPARATOR)
+    if not sep:
+        rest = name
+    if USER_SEPARATOR in rest and not rest.rpartition(USER_SEPARATOR)[2].strip(","):
+        return f"channel name {name!r} has a '#' but names no user after it"
+    return None
+
+
+def read_channel(name: object) -> ChannelName:
+    """Takes a channel name apart.
+
+    Raises:
+        InvalidName: when :func:`channel_problem` finds one.
+    """
+    problem = channel_problem(name)
+    if problem is not None:
+        raise InvalidName(problem)
+    assert isinstance(name, str)
     namespace, sep, rest = name.partition(NAMESPACE_SEPARATOR)
     if not sep:
         namespace, rest = "", name
     users: frozenset[str] = frozenset()
     if USER_SEPARATOR in rest:
         users = frozenset(u for u in rest.rpartition(USER_SEPARATOR)[2].split(",") if u)
-        if not users:
-            return None
     return ChannelName(name, namespace, users, rest.startswith(PRIVATE_PREFIX))
+
+
+def parse_channel(name: object) -> ChannelName | None:
+    """:func:`read_channel`, with None for a refused name."""
+    try:
+        return read_channel(name)
+    except InvalidName:
+        return None
 
 
 def check_subscribe(

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings import __version__
+from tidings.channels import NameKind, channel_problem, name_problem
 from tidings.config import Settings, load_settings, masked
 from tidings.errors import ConfigError, TidingsError
 from tidings.router import parse_channel_header
@@ -138,12 +139,26 @@ def cmd_token(args: argparse.Namespace, env: dict[str, str]) -> int:
         raise ConfigError("auth.hmac_secret", "tidings token signs with the HMAC secret; set it")
     info = json.loads(args.info) if args.info else None
     channels = [c for c in (args.channels or "").split(",") if c]
+    problems = [name_problem(args.sub, NameKind.USER)]
+    problems += [channel_problem(c) for c in channels]
+    if args.channel is not None:
+        problems.append(channel_problem(args.channel))
+    if _refused("token", problems):
+        return 2
     print(
         mint_token(
             secret, args.sub, ttl=args.ttl, channels=channels, info=info, channel=args.channel
         )
     )
     return 0
+
+
+def _refused(command: str, problems: list[str | None]) -> bool:
+    """Prints the first problem of a name given on the command line; True if there was one."""
+    problem = next((p for p in problems if p is not None), None)
+    if problem is not None:
+        print(f"tidings {command}: {problem}", file=sys.stderr)
+    return problem is not None
 
 
 def cmd_publish(args: argparse.Namespace, env: dict[str, str]) -> int:
@@ -155,6 +170,8 @@ def cmd_publish(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(f"tidings publish: --data is not JSON: {exc}", file=sys.stderr)
         return 2
     channels = parse_channel_header(args.channel)
+    if _refused("publish", [channel_problem(c) for c in channels]):
+        return 2
     if settings.amqp.url:
         return asyncio.run(_publish_amqp(settings, channels, data))
     key = settings.api.key

@@ -379,10 +379,19 @@ def _validate(s: Settings) -> None:
                 raise ConfigError(
                     "auth.public_key", f"neither PEM text nor a readable file: {text}"
                 )
+    # channels.py reads ChannelOptions from here; importing it late avoids the cycle.
+    from tidings.channels import NameKind, name_problem
+
     names: set[str] = set()
     for i, ns in enumerate(s.namespaces):
+        problem = name_problem(ns.name, NameKind.NAMESPACE)
+        if problem is not None:
+            raise ConfigError(f"namespaces[{i}].name", problem)
         if not re.match(r"^[A-Za-z0-9_.\-]+\Z", ns.name):
-            raise ConfigError(f"namespaces[{i}].name", f"invalid namespace name {ns.name!r}")
+            raise ConfigError(
+                f"namespaces[{i}].name",
+                f"invalid namespace name {ns.name!r}: letters, digits, '_', '.' and '-' only",
+            )
         if ns.name in names:
             raise ConfigError(f"namespaces[{i}].name", f"namespace {ns.name!r} defined twice")
         names.add(ns.name)

@@ -16,7 +16,7 @@ from typing import Protocol
 import orjson
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
-from tidings.channels import ChannelName, parse_channel
+from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
 from tidings.history import History
@@ -258,8 +258,11 @@ class Node:
         if not channels:
             raise PublishError("at least one channel is required")
         for channel in channels:
-            if not isinstance(channel, str) or self._options_for_name(channel) is None:
-                raise PublishError(f"invalid channel or unknown namespace: {channel!r}")
+            problem = channel_problem(channel)
+            if problem is not None:
+                raise PublishError(f"invalid channel: {problem}")
+            if self._options_for_name(channel) is None:
+                raise PublishError(f"unknown namespace of channel {channel!r}")
         body = orjson.dumps(data)
         limit = self.settings.amqp.max_message_bytes
         if len(body) > limit:

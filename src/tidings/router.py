@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from tidings.channels import channel_problem
 from tidings.errors import ConfigError
 from tidings.log.base import Record
 
@@ -40,7 +41,6 @@ __all__ = [
 
 CHANNEL_HEADER = "x-tidings-channel"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_CHANNEL = re.compile(r"^[^\s{}]{1,255}\Z")
 _RULE_KEYS = {"match", "headers", "channels", "data", "format"}
 
 
@@ -193,6 +193,17 @@ def _header_text(value: object) -> str:
     return str(value)
 
 
+def _name_text(value: object) -> str | None:
+    """A header value as part of a channel name; None for bytes that are not UTF-8, which
+    would otherwise turn into replacement characters and name another channel."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return _header_text(value)
+
+
 class _Missing(Exception):
     """A template named a header or body field the event does not have."""
 
@@ -217,7 +228,10 @@ class Router:
         channels: list[str] = []
         header = record.headers.get(CHANNEL_HEADER)
         if header is not None:
-            channels.extend(parse_channel_header(_header_text(header)))
+            text = _name_text(header)
+            if text is None:
+                return Rejected("bad_channel", f"{CHANNEL_HEADER} header is not UTF-8 text")
+            channels.extend(parse_channel_header(text))
         parsed: Any = None
         parsed_ok = False
         data_path = ""
@@ -244,8 +258,9 @@ class Router:
         if not channels:
             return Rejected("unrouted", f"no rule matches routing key {record.routing_key!r}")
         for c in channels:
-            if not _CHANNEL.match(c):
-                return Rejected("bad_channel", f"invalid channel name {c!r}")
+            problem = channel_problem(c)
+            if problem is not None:
+                return Rejected("bad_channel", f"{problem}: {c!r}")
         if fmt == "text":
             data = orjson.dumps(record.body.decode("utf-8", "replace"))
         else:
@@ -291,7 +306,10 @@ def _fill(template: str, record: Record, body: Any) -> str:
             name = ph[len("headers.") :]
             if name not in record.headers:
                 raise _Missing(f"header {name!r} is missing")
-            return _header_text(record.headers[name])
+            text = _name_text(record.headers[name])
+            if text is None:
+                raise _BadValue(f"header {name!r} is not UTF-8 text")
+            return text
         value = _lookup(body, ph[len("body.") :])
         if isinstance(value, dict | list):
             raise _Missing(f"body field {ph[5:]!r} is not a scalar")

@@ -213,6 +213,10 @@ channels = ["user#{{body.user}}"]
                 ("invoice.paid", None, json.dumps({"user": "alice", "pad": "x" * 2000}).encode()),
                 ("invoice.paid", None, json.dumps({"no_user": 1}).encode()),
                 ("other", {"x-tidings-channel": "user#alice"}, b"{broken"),
+                # Names that no client could be given: refused like any other bad event.
+                ("other", {"x-tidings-channel": "user#al\x00ice"}, b"{}"),
+                ("invoice.paid", None, json.dumps({"user": "alice\x1b"}).encode()),
+                ("invoice.paid", None, json.dumps({"user": "a" * 251}).encode()),
             ]
             for key, headers, body in bad:
                 await asyncio.to_thread(publisher.publish, key, None, headers, body)
@@ -230,10 +234,13 @@ channels = ["user#{{body.user}}"]
                 kind = headers.get("x-tidings-reject-kind")
                 kinds.append(kind.decode() if isinstance(kind, bytes) else kind)
                 assert "x-tidings-position" in headers
-            assert sorted(kinds) == sorted(["not_json", "too_large", "missing_field", "not_json"])
+            assert sorted(kinds) == sorted(
+                ["not_json", "too_large", "missing_field", "not_json"] + ["bad_channel"] * 3
+            )
             with urllib.request.urlopen(node.url + "/metrics") as r:
                 metrics = r.read().decode()
             assert 'tidings_events_rejected_total{kind="not_json"} 2.0' in metrics
+            assert 'tidings_events_rejected_total{kind="bad_channel"} 3.0' in metrics
             assert "too_large" in node.log_text()
             await client.stop()
     finally:

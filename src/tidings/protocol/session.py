@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 from tidings import __version__
 from tidings.auth import ConnectionClaims, SubscriptionClaims
-from tidings.channels import ChannelName, check_subscribe, parse_channel
+from tidings.channels import (
+    ChannelName,
+    InvalidName,
+    check_subscribe,
+    parse_channel,
+    read_channel,
+)
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, ClientSettings
 from tidings.errors import TokenError
@@ -421,9 +427,14 @@ class Session:
             limit = "too many subscriptions (client.max_subscriptions)"
             self._error(command, ErrorCode.LIMIT_EXCEEDED, limit)
             return
-        name = parse_channel(channel)
-        options = self._host.channel_options(name) if name is not None else None
-        if name is None or options is None:
+        try:
+            name = read_channel(channel)
+        except InvalidName as exc:
+            # As Centrifugo answers a channel over its length limit: 107, not 102.
+            self._error(command, ErrorCode.BAD_REQUEST, str(exc))
+            return
+        options = self._host.channel_options(name)
+        if options is None:
             self._error(command, ErrorCode.UNKNOWN_CHANNEL)
             return
         sub_claims: SubscriptionClaims | None = None
