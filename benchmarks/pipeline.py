@@ -112,7 +112,7 @@ async def measure(users: int, events: int, chunk: int, rounds: int,
             t2 = clock()
             node.on_records(decoded.records)
             t3 = clock()
-            node.flush()
+            node.flusher.flush()
             t4 = clock()
             consumed = decoded.consumed
             offset += len(messages)
@@ -120,7 +120,7 @@ async def measure(users: int, events: int, chunk: int, rounds: int,
             spent["decode"] += t2 - t1
             spent["route"] += t3 - t2
             spent["flush"] += t4 - t3
-        await asyncio.sleep(0)  # let the flushes node.mark_dirty scheduled run, empty
+        await asyncio.sleep(0)  # let the flushes the flusher scheduled run, empty
         if _Transport.pushes != events:
             raise RuntimeError(f"{_Transport.pushes:,} pushes written for {events:,} events")
         for stage in STAGES:

@@ -19,6 +19,7 @@ from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
+from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub, Subscriber
 from tidings.log.base import Log, Record
@@ -35,7 +36,7 @@ from tidings.router import (
 )
 from tidings.timers import TimerQueue
 
-__all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Flushable", "Node", "PublishError"]
+__all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Node", "PublishError"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,6 @@ HISTORY_SWEEP_INTERVAL = 10.0
 
 class PublishError(ValueError):
     """A publish request from the server API or the CLI is invalid."""
-
-
-class Flushable(Protocol):
-    """A connection with queued bytes, flushed once at the end of a batch of events."""
-
-    def flush(self) -> None:
-        """Writes what is queued."""
 
 
 class Closable(Protocol):
@@ -86,10 +80,11 @@ class Node:
         self.history = History()
         self.hub = Hub(self.history)
         self.timers = TimerQueue(monotonic)
+        #: Writes every connection with queued bytes once per loop turn.
+        self.flusher = Flusher()
         self.head = 0
         self.started_at = clock()
         self._seen_records = False
-        self._dirty: list[Flushable] = []
         self._users: dict[str, int] = {}
         self._connections = 0
         self._ip_window = 0
@@ -234,19 +229,6 @@ class Node:
             reason,
         )
         self.log.quarantine(record, kind, reason)
-
-    def mark_dirty(self, conn: Flushable) -> None:
-        """``conn`` has bytes queued; it is flushed once, after the current loop iteration's
-        batches, so pushes from events that arrive together share one frame."""
-        if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._dirty.append(conn)
-
-    def flush(self) -> None:
-        """Writes every queued connection once."""
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, channels: Sequence[str], data: object) -> None:

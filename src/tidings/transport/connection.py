@@ -1,10 +1,16 @@
-"""The per-connection writer shared by every transport.
+"""The per-connection writer shared by every transport, and what it needs of its host.
 
 Pushes and replies are queued as encoded lines and written in one system call per batch:
 a single pending push goes out as its shared, pre-built frame (the same bytes object for
-every subscriber); several are joined into one frame. A connection whose socket buffer
+every subscriber); several are joined into one frame. How a push looks on the wire is the
+transport's :class:`Framing`, given to the writer when the connection is made, so a
+delivery goes forward only: hub -> :meth:`Connection.deliver` -> the host's flusher, once
+per loop turn -> :meth:`Connection.flush` -> the socket. A connection whose socket buffer
 grows past ``max_queue_bytes`` is cut with 3008 (slow) and its queue is dropped, so one
 slow browser never holds memory without bound or slows the others.
+
+The writer depends on :class:`WriterHost`, not on the node, so unit tests run it with an
+in-memory transport and a host of their own.
 """
 
 from __future__ import annotations
@@ -12,45 +18,82 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from typing import Protocol
 
 from tidings.codes import DisconnectCode
-from tidings.node import Node
+from tidings.flusher import Flusher
+from tidings.metrics import Metrics
 from tidings.protocol.session import Session
 from tidings.publication import Publication
+from tidings.timers import TimerQueue
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "Framing", "WriterHost"]
 
 log = logging.getLogger(__name__)
 
 
-class Connection(abc.ABC):
-    """One client socket: queues bytes, writes them, closes with a code."""
+class WriterHost(Protocol):
+    """What a connection's writer needs of the process it runs in (the node, in service)."""
 
-    __slots__ = ("_limit", "_pending", "_single", "closing", "node", "session", "transport")
+    #: Writes the connections that queued bytes, once per loop turn.
+    flusher: Flusher
+    #: Runs the session's deadlines (pings, expiries).
+    timers: TimerQueue
+    #: Counts disconnects and slow-client cuts.
+    metrics: Metrics
+
+
+class Framing(Protocol):
+    """How one transport puts pushes on its wire; shared by its connections."""
+
+    def line(self, pub: Publication) -> bytes:
+        """The push message of ``pub``, as one line of a batch."""
+
+    def single(self, pub: Publication) -> bytes:
+        """``pub`` alone, ready for the socket (shared by every subscriber)."""
+
+    def batch(self, lines: list[bytes]) -> bytes:
+        """Several lines as bytes for the socket."""
+
+
+class Connection(abc.ABC):
+    """One client socket: queues bytes, writes them, closes with a code.
+
+    Args:
+        host: the node, or a test's twin of it.
+        transport: the socket.
+        framing: the transport's wire format for pushes.
+        max_queue_bytes: unsent bytes past which the client is cut with 3008.
+    """
+
+    __slots__ = (
+        "_framing",
+        "_limit",
+        "_pending",
+        "_single",
+        "closing",
+        "host",
+        "session",
+        "transport",
+    )
 
     kind = "?"
 
-    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
-        self.node = node
+    def __init__(
+        self,
+        host: WriterHost,
+        transport: asyncio.Transport,
+        framing: Framing,
+        max_queue_bytes: int,
+    ) -> None:
+        self.host = host
         self.transport = transport
         self.session: Session | None = None
+        self._framing = framing
         self._pending: list[bytes] = []
         self._single: bytes | None = None
-        self._limit = node.settings.client.max_queue_bytes
+        self._limit = max_queue_bytes
         self.closing = False
-
-    # ------------------------------------------------------------------ encoding hooks
-    @abc.abstractmethod
-    def _line(self, pub: Publication) -> bytes:
-        """The push message of ``pub`` for this transport."""
-
-    @abc.abstractmethod
-    def _single_frame(self, pub: Publication) -> bytes:
-        """``pub`` alone, ready for the socket (shared by every subscriber)."""
-
-    @abc.abstractmethod
-    def _frame(self, lines: list[bytes]) -> bytes:
-        """Several lines as bytes for the socket."""
 
     @abc.abstractmethod
     def _close_transport(self, code: DisconnectCode, reason: str) -> None:
@@ -58,15 +101,16 @@ class Connection(abc.ABC):
 
     # ------------------------------------------------------------------ hub side
     def deliver(self, pub: Publication) -> None:
-        """Queues ``pub``; the node flushes it at the end of the batch."""
+        """Queues ``pub``; the host's flusher writes it at the end of the loop turn."""
         if self.closing:
             return
+        framing = self._framing
         if not self._pending:
-            self.node.mark_dirty(self)
-            self._single = self._single_frame(pub)
+            self.host.flusher.mark_dirty(self)
+            self._single = framing.single(pub)
         else:
             self._single = None
-        self._pending.append(self._line(pub))
+        self._pending.append(framing.line(pub))
 
     def flush(self) -> None:
         """Writes everything queued in one write."""
@@ -74,7 +118,7 @@ class Connection(abc.ABC):
         if not pending or self.closing:
             return
         single = self._single
-        data = single if single is not None and len(pending) == 1 else self._frame(pending)
+        data = single if single is not None and len(pending) == 1 else self._framing.batch(pending)
         self._pending = []
         self._single = None
         transport = self.transport
@@ -87,7 +131,7 @@ class Connection(abc.ABC):
         """Cuts the client (3008) when its unsent bytes pass ``max_queue_bytes``."""
         unsent = self.transport.get_write_buffer_size()
         if unsent > self._limit:
-            self.node.metrics.slow_disconnects.inc()
+            self.host.metrics.slow_disconnects.inc()
             log.info(
                 "client %s is too slow (%d bytes unsent); disconnecting",
                 self.session.client_id if self.session else "-",
@@ -100,8 +144,6 @@ class Connection(abc.ABC):
         """Queues the session's replies after whatever is pending and writes now."""
         if not lines or self.closing:
             return
-        if not self._pending:
-            self.node.mark_dirty(self)
         self._pending.extend(lines)
         self._single = None
         self.flush()
@@ -116,7 +158,7 @@ class Connection(abc.ABC):
         if code is not None and not self.closing:
             self.close(code, session.close_reason)
         else:
-            self.node.timers.schedule(self, session.deadline)
+            self.host.timers.schedule(self, session.deadline)
 
     def on_timer(self, now: float) -> float:
         """Runs the session's timers; returns its next deadline."""
@@ -137,7 +179,7 @@ class Connection(abc.ABC):
         if self.closing:
             return
         self._stop()
-        self.node.metrics.disconnects.labels(str(int(code))).inc()
+        self.host.metrics.disconnects.labels(str(int(code))).inc()
         if self.session is not None:
             self.session.disconnect(code)
         self._close_transport(code, (reason or code.reason)[:120])
@@ -147,7 +189,7 @@ class Connection(abc.ABC):
         self.closing = True
         self._pending = []
         self._single = None
-        self.node.timers.cancel(self)
+        self.host.timers.cancel(self)
 
     def finished(self) -> None:
         """The socket is gone: release the session and the timers."""

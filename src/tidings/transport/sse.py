@@ -66,7 +66,7 @@ from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication, http_chunk, sse_event_id
-from tidings.transport.connection import Connection
+from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import refuse_early
 from tidings.transport.origin import origin_allowed
 
@@ -112,15 +112,21 @@ class SseConnection(Connection):
     is queued meanwhile waits in order.
     """
 
-    __slots__ = ("_chunked", "_done", "_last", "_ping", "_started")
+    __slots__ = ("_done", "_last", "_ping", "_started")
 
     kind = "sse"
 
     def __init__(
-        self, node: Node, transport: asyncio.Transport, *, chunked: bool, ping: bytes
+        self,
+        host: WriterHost,
+        transport: asyncio.Transport,
+        *,
+        epoch: Callable[[], str],
+        chunked: bool,
+        ping: bytes,
+        max_queue_bytes: int,
     ) -> None:
-        super().__init__(node, transport)
-        self._chunked = chunked
+        super().__init__(host, transport, _SseFraming(epoch, chunked), max_queue_bytes)
         self._ping = ping
         self._started = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -136,23 +142,11 @@ class SseConnection(Connection):
             last is not None
             and last.offset == pub.offset
             and pending
-            and pending[-1] is last.sse(self.node.log.epoch)
+            and pending[-1] is self._framing.line(last)
         ):
             pending[-1] = _without_id(last)
             self._single = None
         super().deliver(pub)
-
-    # ------------------------------------------------------------------ encoding hooks
-    def _line(self, pub: Publication) -> bytes:
-        return pub.sse(self.node.log.epoch)
-
-    def _single_frame(self, pub: Publication) -> bytes:
-        epoch = self.node.log.epoch
-        return pub.sse_chunk(epoch) if self._chunked else pub.sse(epoch)
-
-    def _frame(self, lines: list[bytes]) -> bytes:
-        body = b"".join(lines)
-        return http_chunk(body) if self._chunked else body
 
     def _close_transport(self, code: DisconnectCode, reason: str) -> None:
         transport = self.transport
@@ -162,7 +156,7 @@ class SseConnection(Connection):
                 transport.abort()
             else:
                 push = {"code": int(code), "reason": reason, "reconnect": code.reconnect}
-                transport.write(self._frame([_data(orjson.dumps({"disconnect": push}))]))
+                transport.write(self._framing.batch([_data(orjson.dumps({"disconnect": push}))]))
         self._end()
 
     # ------------------------------------------------------------------ writer
@@ -197,6 +191,28 @@ class SseConnection(Connection):
     def _end(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
+
+
+class _SseFraming:
+    """Publications as SSE events (``id`` of the log's current epoch), in HTTP/1.1 chunks
+    when the response is chunked, else as they are."""
+
+    __slots__ = ("_chunked", "_epoch")
+
+    def __init__(self, epoch: Callable[[], str], chunked: bool) -> None:
+        self._epoch = epoch
+        self._chunked = chunked
+
+    def line(self, pub: Publication) -> bytes:
+        return pub.sse(self._epoch())
+
+    def single(self, pub: Publication) -> bytes:
+        epoch = self._epoch()
+        return pub.sse_chunk(epoch) if self._chunked else pub.sse(epoch)
+
+    def batch(self, lines: list[bytes]) -> bytes:
+        body = b"".join(lines)
+        return http_chunk(body) if self._chunked else body
 
 
 class _Hangup:
@@ -404,7 +420,12 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
         return web.Response(status=400)
     chunked = request.version >= (1, 1)
     conn = SseConnection(
-        node, transport, chunked=chunked, ping=_EVENT_PING if native else _UNI_PING
+        node,
+        transport,
+        epoch=lambda: node.log.epoch,
+        chunked=chunked,
+        ping=_EVENT_PING if native else _UNI_PING,
+        max_queue_bytes=node.settings.client.max_queue_bytes,
     )
     host = _StreamHost(node, _since(request))
     now = node.monotonic()

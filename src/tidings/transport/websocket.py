@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl
 
 import orjson
@@ -30,10 +30,11 @@ from aiohttp import web
 
 from tidings.appkeys import NODE
 from tidings.codes import DisconnectCode
-from tidings.node import Node
+from tidings.config import Settings
+from tidings.node import Closable, Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.handshake import Refusal, check_upgrade, switching_protocols
-from tidings.protocol.session import Session
+from tidings.protocol.session import Session, SessionHost
 from tidings.protocol.wsframes import (
     Close,
     Failure,
@@ -45,7 +46,7 @@ from tidings.protocol.wsframes import (
     encode_frame,
 )
 from tidings.publication import Publication, websocket_text_frame
-from tidings.transport.connection import Connection
+from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import as_response, refuse_early
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "UNIDIRECTIONAL_PATH",
     "UniWebSocketConnection",
     "WebSocketConnection",
+    "WebSocketHost",
     "add_websocket_routes",
     "is_websocket_path",
     "open_websocket",
@@ -67,6 +69,52 @@ UNIDIRECTIONAL_PATH = "/connection/uni_websocket"
 _CLOSE_GRACE = 2.0
 
 
+class WebSocketHost(WriterHost, SessionHost, Protocol):
+    """What a WebSocket connection needs of its node: the writer's and the session's host,
+    the client settings, the clocks, and the set of live connections a shutdown closes."""
+
+    settings: Settings
+
+    def clock(self) -> float:
+        """Wall-clock seconds (token times)."""
+
+    def monotonic(self) -> float:
+        """Monotonic seconds (deadlines)."""
+
+    def join(self, conn: Closable) -> None:
+        """``conn`` is open: a shutdown closes it."""
+
+    def leave(self, conn: Closable) -> None:
+        """``conn`` has ended."""
+
+
+class _PushFraming:
+    """Bidirectional pushes, ``{"push":…}``, newline-joined in one text frame."""
+
+    __slots__ = ()
+
+    def line(self, pub: Publication) -> bytes:
+        return pub.push
+
+    def single(self, pub: Publication) -> bytes:
+        return pub.push_frame
+
+    def batch(self, lines: list[bytes]) -> bytes:
+        return websocket_text_frame(b"\n".join(lines))
+
+
+class _UniFraming(_PushFraming):
+    """Push-only pushes, bare ``{"channel":…,"pub":…}``, newline-joined in one text frame."""
+
+    __slots__ = ()
+
+    def line(self, pub: Publication) -> bytes:
+        return pub.uni
+
+    def single(self, pub: Publication) -> bytes:
+        return pub.uni_frame
+
+
 class WebSocketConnection(Connection, asyncio.Protocol):
     """A bidirectional connection: pushes wrapped as ``{"push":…}``, newline-joined.
 
@@ -77,22 +125,15 @@ class WebSocketConnection(Connection, asyncio.Protocol):
 
     kind = "websocket"
     bidirectional = True
+    framing = _PushFraming()
 
-    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
-        super().__init__(node, transport)
-        self._reader = FrameReader(node.settings.client.max_frame_bytes)
+    def __init__(self, host: WebSocketHost, transport: asyncio.Transport) -> None:
+        client = host.settings.client
+        super().__init__(host, transport, self.framing, client.max_queue_bytes)
+        self.host: WebSocketHost = host
+        self._reader = FrameReader(client.max_frame_bytes)
         # Armed by a close: aborts the socket if the client has not finished by then.
         self._closer: asyncio.TimerHandle | None = None
-
-    # ------------------------------------------------------------------ encoding hooks
-    def _line(self, pub: Publication) -> bytes:
-        return pub.push
-
-    def _single_frame(self, pub: Publication) -> bytes:
-        return pub.push_frame
-
-    def _frame(self, lines: list[bytes]) -> bytes:
-        return websocket_text_frame(b"\n".join(lines))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, tail: bytes, query_connect: str | None) -> None:
@@ -103,7 +144,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             query_connect: the ``cf_connect`` query parameter, if any (push-only: the
                 connect request, so that the first message need not carry it).
         """
-        node = self.node
+        node = self.host
         now = node.monotonic()
         session = Session(
             node,
@@ -143,7 +184,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             self._closer.cancel()
             self._closer = None
         self.finished()
-        node = self.node
+        node = self.host
         node.leave(self)
         node.metrics.connections.labels(self.kind).dec()
 
@@ -152,7 +193,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         session = self.session
         if session is None:
             return
-        session.receive(data, self.node.monotonic())
+        session.receive(data, self.host.monotonic())
         self.pump()
 
     def _on_close(self, event: Close) -> None:
@@ -177,7 +218,7 @@ class WebSocketConnection(Connection, asyncio.Protocol):
             self.transport.close()
             return
         self._stop()
-        self.node.metrics.disconnects.labels(str(int(failure.code))).inc()
+        self.host.metrics.disconnects.labels(str(int(failure.code))).inc()
         if self.session is not None:
             self.session.closed()
         self._send_close(int(failure.code), failure.reason)
@@ -213,12 +254,7 @@ class UniWebSocketConnection(WebSocketConnection):
 
     kind = "uni_websocket"
     bidirectional = False
-
-    def _line(self, pub: Publication) -> bytes:
-        return pub.uni
-
-    def _single_frame(self, pub: Publication) -> bytes:
-        return pub.uni_frame
+    framing = _UniFraming()
 
     def _on_message(self, data: bytes) -> None:
         session = self.session
@@ -230,7 +266,7 @@ class UniWebSocketConnection(WebSocketConnection):
         except (orjson.JSONDecodeError, ProtocolError):
             self.close(DisconnectCode.BAD_REQUEST)
             return
-        session.connect_unidirectional(request, self.node.monotonic())
+        session.connect_unidirectional(request, self.host.monotonic())
         self.pump()
 
 
@@ -246,7 +282,7 @@ def is_websocket_path(path: str) -> bool:
 
 
 def open_websocket(
-    node: Node,
+    node: WebSocketHost,
     transport: asyncio.Transport,
     accept: str,
     path: str,
