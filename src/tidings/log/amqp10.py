@@ -2,7 +2,7 @@
 
 RabbitMQ stores every message of a stream as AMQP 1.0, also what AMQP 0-9-1 publishers
 send. rstream's decoder builds the whole message model for each one, most of the cost of
-reading the stream (``python -m benchmarks.ingest``); tidings needs five fields. This
+reading the stream (docs/architecture.md); tidings needs five fields. This
 module reads exactly those from the encoded bytes: the exchange and routing key (message
 annotations), the headers (application properties), the message id and creation time
 (properties) and the body (data sections).

@@ -2,8 +2,8 @@
 
 The stream protocol hands over whole chunks of the stream's log, where AMQP 0-9-1 makes the
 broker turn every message into a ``basic.deliver`` with its own frames and the client
-parse each one: ``python -m benchmarks.ingest`` reads about twice as many messages per CPU
-second this way (rstream, 36,000-45,000 a second here against 15,000-20,000 for aiormq).
+parse each one: tidings reads about twice as many messages per CPU second this way
+(docs/architecture.md, "Two ways to read the stream").
 :class:`StreamProtocolReader` is only the data path of :class:`~tidings.log.rabbitmq.RabbitMqLog`:
 it reads from a numeric offset and reports a lost subscription; declaring, control
 messages, the epoch and the checks after a reconnect stay on AMQP 0-9-1.
