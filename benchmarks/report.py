@@ -1,9 +1,8 @@
-"""Turn a results JSONL file into a Markdown table and a PNG plot.
+"""The one report: a results JSONL file as a Markdown page and a PNG plot beside it.
 
-Usage: ``python -m benchmarks.report benchmarks/results/quick.jsonl`` rewrites ``quick.md``
-and ``quick.png`` beside it (:mod:`benchmarks.run` calls the same functions at the end). The
-Markdown page opens with the verdict on the issue's goals (:mod:`benchmarks.verdict`),
-computed from the same records as the table.
+``python -m benchmarks.report benchmarks/results/quick.jsonl`` redraws ``quick.md`` and
+``quick.png`` (:mod:`benchmarks.run` calls the same functions at the end). The page opens
+with the command that reproduces it and the verdict of :mod:`benchmarks.verdict`.
 """
 
 from __future__ import annotations
@@ -89,11 +88,22 @@ def _host(rows: list[dict[str, Any]]) -> list[str]:
             f"cells (`benchmarks/hostspeed.py`, lower is faster: compare runs by it).", ""]
 
 
+def _command(rows: list[dict[str, Any]]) -> list[str]:
+    """The command that measures these cells again (``benchmarks.run`` writes it into every
+    record); several when the file was added to with ``--append``."""
+    commands = list(dict.fromkeys(str(r["command"]) for r in rows if r.get("command")))
+    if not commands:
+        return []
+    then = "".join(f", then `{c} --append`" for c in commands[1:])
+    return [f"Reproduce: `{commands[0]}`{then}.", ""]
+
+
 def markdown(records: Iterable[dict[str, Any]], title: str) -> str:
-    """A Markdown page: the verdict on the goals, one table row per cell, then the notes
-    of cells that were skipped, failed or fell behind."""
+    """A Markdown page: the command that reproduces it, the verdict on the goals, one table
+    row per cell, then the notes of cells that were skipped, failed or fell behind."""
     rows = list(records)
-    lines = [f"# {title}", "", *_host(rows), verdict.markdown(verdict.judge(rows)), "## Cells", "",
+    lines = [f"# {title}", "", *_command(rows), *_host(rows),
+             verdict.markdown(verdict.judge(rows)), "## Cells", "",
              "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k)) for _, k in _COLUMNS) + " |")

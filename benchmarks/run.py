@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shlex
 import signal
 import sys
 import traceback
@@ -29,6 +30,22 @@ from benchmarks.targets import Target, TargetUnavailable, make_target
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ALL_TARGETS = "baseline,stomp,tidings"
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command that measures the same cells again, as each record and report prints it
+    (where the records go, ``--out`` and ``--append``, is left out)."""
+    words = ["python", "-m", "benchmarks.run", "--profile", args.profile]
+    if args.targets != ALL_TARGETS:
+        words += ["--targets", args.targets]
+    if args.cells:
+        words += ["--cells", args.cells]
+    if args.tidings_workers != 1:
+        words += ["--tidings-workers", str(args.tidings_workers)]
+    if args.stomp_broker != "private":
+        words += ["--stomp-broker", args.stomp_broker]
+    return shlex.join(words)
 
 
 async def _run(args: argparse.Namespace) -> Path:
@@ -49,7 +66,7 @@ async def _run(args: argparse.Namespace) -> Path:
     # Source addresses rotate from cell to cell so that a cell never meets the previous
     # cell's sockets still in TIME_WAIT on the same address.
     ip_slot = 0
-    commit = code_version()
+    run = {"commit": code_version(), "command": command(args)}
     with jsonl.open("ab" if args.append else "wb") as sink:
         ready = []
         try:
@@ -60,7 +77,7 @@ async def _run(args: argparse.Namespace) -> Path:
                     print(f"[bench] {target.name}: unavailable: {exc!r}", file=sys.stderr)
                     for cell in cells:
                         if not cell.targets or target.name in cell.targets:
-                            record = _skipped(target.name, cell, repr(exc))
+                            record = _skipped(target.name, cell, repr(exc)) | run
                             sink.write(orjson.dumps(record) + b"\n")
                     continue
                 ready.append(target)
@@ -71,7 +88,7 @@ async def _run(args: argparse.Namespace) -> Path:
                 mine = [t for t in ready if not cell.targets or t.name in cell.targets]
                 turn = index % len(mine) if mine else 0
                 for target in mine[turn:] + mine[:turn]:
-                    record = await _measure(target, cell, ip_slot, commit)
+                    record = await _measure(target, cell, ip_slot, run)
                     ip_slot += 8
                     sink.write(orjson.dumps(record) + b"\n")
                     sink.flush()
@@ -83,12 +100,14 @@ async def _run(args: argparse.Namespace) -> Path:
     return jsonl
 
 
-async def _measure(target: Target, cell: Cell, ip_slot: int, commit: str) -> dict[str, Any]:
+async def _measure(
+    target: Target, cell: Cell, ip_slot: int, run: dict[str, str]
+) -> dict[str, Any]:
     """One cell on one target, as a record; a cell that fails or overruns says so."""
     print(f"[bench] {target.name} {cell.name} ...", file=sys.stderr, flush=True)
     budget = cell_budget_s(cell)
     # Right before the cell: a shared host's speed drifts within a run.
-    host = {"commit": commit, "host_ref_ms": reference_ms()}
+    host = {**run, "host_ref_ms": reference_ms()}
     try:
         record = await asyncio.wait_for(run_cell(target, cell, ip_slot), budget)
     except TimeoutError:
@@ -119,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--targets", default="baseline,stomp,tidings",
+    parser.add_argument("--targets", default=ALL_TARGETS,
                         help="comma-separated: baseline, stomp, tidings")
     parser.add_argument("--cells", default="", help="regex on cell names, e.g. 'idle|r100$'")
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")

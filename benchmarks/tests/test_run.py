@@ -65,5 +65,22 @@ def test_cells_run_one_by_one_on_every_target_in_turn(
     assert all(r["target"] == "c" and "not installed" in r["note"] for r in skipped)
     measured = [r for r in records if r["status"] == "ok"]
     assert all(r["commit"] == "abc1234" and r["host_ref_ms"] == 55.0 for r in measured)
+    # Every record, skipped ones too, says how to measure it again.
+    assert {r["command"] for r in records} == {
+        "python -m benchmarks.run --profile test --targets a,b,c"}
     assert len({r["slot"] for r in measured}) == len(measured)  # fresh addresses each time
     assert targets["a"].closed and targets["b"].closed and not targets["c"].closed
+
+
+def test_the_command_names_only_what_differs_from_the_defaults() -> None:
+    def args(**changes: Any) -> argparse.Namespace:
+        values: dict[str, Any] = {"profile": "targets", "targets": run.ALL_TARGETS, "cells": "",
+                                  "tidings_workers": 1, "stomp_broker": "private",
+                                  "append": True, "out": Path("/tmp/x")}
+        return argparse.Namespace(**(values | changes))
+
+    assert run.command(args()) == "python -m benchmarks.run --profile targets"
+    assert run.command(args(targets="tidings", cells="broadcast-n1000-r800$",
+                            tidings_workers=2)) == (
+        "python -m benchmarks.run --profile targets --targets tidings "
+        "--cells 'broadcast-n1000-r800$' --tidings-workers 2")
