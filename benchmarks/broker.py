@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["BrokerUnavailable", "PrivateBroker", "beam_pids"]
+__all__ = ["BrokerUnavailable", "PrivateBroker", "beam_pids", "listening"]
 
 _SBIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -47,7 +47,8 @@ def beam_pids(home: str | None = None, exclude_home: str | None = None) -> list[
     return pids
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
     try:
         socket.create_connection(("127.0.0.1", port), 1).close()
     except OSError:
@@ -119,7 +120,7 @@ class PrivateBroker:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if _listening(self.stomp_port) and _listening(self.amqp_port):
+            if listening(self.stomp_port) and listening(self.amqp_port):
                 return
             time.sleep(0.5)
         self.stop()

@@ -35,10 +35,10 @@ from typing import Any
 import psutil
 
 from benchmarks.children import Child, ChildFailed, read_all
-from benchmarks.monitor import Monitor, cpu_percent, prometheus_value
+from benchmarks.monitor import Monitor, cpu_percent, processes, prometheus_value
 from benchmarks.profiles import DRAIN, OVERLOAD, Cell
 from benchmarks.stats import Histogram
-from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable
+from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable, http_get
 
 __all__ = ["cell_budget_s", "connect_timeout_s", "drain_deadline_s", "run_cell"]
 
@@ -279,26 +279,13 @@ async def _measure(
         pub.send("go")
     done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
     publish_end_ns = time.time_ns()
-    published = [int(d["published"]) for d in done]
-    blocked = any(d["phase"] != "done" for d in done)
-    results, end = await _collect(loadgens, monitor, published, cell, DRAIN_STALL_S)
-    out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
+    results, end = await _collect(loadgens, monitor, done, cell, DRAIN_STALL_S)
+    summary, notes = _summarise(results, done, cell, (publish_start_ns, publish_end_ns),
+                                DRAIN_STALL_S, out["connect_failed"], "publishing ended")
+    out.update(summary)
     if cell.workload == OVERLOAD:
         out.update(await _overload(target, results))
         out["server_rss_end_mb"] = round(end[1]["server"].rss / 2**20, 1)
-    if out["status"] == "ok" and out["connect_failed"]:
-        out["status"] = "partial"
-    notes = []
-    if blocked:
-        out["status"] = "behind"
-        notes.append(f"publishers still blocked by the broker's flow control "
-                     f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
-    if "deadline" in out["drain"]:
-        notes.append(f"events still arriving {drain_deadline_s(cell):.0f} s after publishing ended "
-                     f"({out['delivered']:,} of {out['expected']:,} delivered); stopped waiting")
-    elif out["status"] == "lossy":
-        notes.append(f"{out['missing']:,} events never arrived (nothing more for "
-                     f"{DRAIN_STALL_S:.0f} s)")
     behind_s = max(float(d.get("behind_s", 0)) for d in done)
     if behind_s > 0.02 * cell.duration_s:
         notes.append(f"publishers offered {out['publish_rate']:,.0f}/s of {cell.rate:,.0f}/s "
@@ -332,24 +319,6 @@ def merge_slow(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def _http_get(port: int, path: str) -> str | None:
-    """The body of a GET on 127.0.0.1, or None."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                     .encode())
-        data = await asyncio.wait_for(reader.read(), 5)
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return body.decode(errors="replace") if head.split(b" ")[1:2] == [b"200"] else None
-
-
 async def _overload(target: Target, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The slow connections' fate in an ``overload`` cell.
 
@@ -360,8 +329,8 @@ async def _overload(target: Target, results: list[dict[str, Any]]) -> dict[str, 
     out = merge_slow(results)
     out["slow_closed_3008"] = 0
     if target.name == "tidings":
-        text = await _http_get(target.port, "/metrics")
-        if text is None:
+        status, text = await http_get(target.port, "/metrics")
+        if status != 200:
             out["slow_closed_3008"] = None
             return out
         sent = int(prometheus_value(text, "tidings_disconnects_total", {"code": "3008"}))
@@ -377,16 +346,8 @@ async def _overload(target: Target, results: list[dict[str, Any]]) -> dict[str, 
 def _signal_server(pids: list[int], sig: signal.Signals) -> int:
     """Send ``sig`` to the server's processes and all their descendants (a supervisor and its
     workers alike); returns how many got it."""
-    procs: dict[int, psutil.Process] = {}
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs[pid] = root
-            procs.update((c.pid, c) for c in root.children(recursive=True))
-        except psutil.Error:
-            continue
     sent = 0
-    for proc in procs.values():
+    for proc in processes(pids):
         try:
             proc.send_signal(sig)
             sent += 1
@@ -427,9 +388,10 @@ async def _drain(
     finally:
         if paused:
             _signal_server(pids, signal.SIGCONT)
-    published = [int(d["published"]) for d in done]
-    results, end = await _collect(loadgens, monitor, published, cell, RESUME_STALL_S)
-    out.update(_summarise(results, published, cell, publish_start_ns, publish_end_ns))
+    results, end = await _collect(loadgens, monitor, done, cell, RESUME_STALL_S)
+    summary, notes = _summarise(results, done, cell, (publish_start_ns, publish_end_ns),
+                                RESUME_STALL_S, _sum(ready, "failed"), "the server resumed")
+    out.update(summary)
     firsts = [int(r["first_ns"]) for r in results if r.get("first_ns")]
     first_ns = min(firsts) if firsts else 0
     last_ns = max(int(r["last_ns"]) for r in results)
@@ -441,22 +403,9 @@ async def _drain(
         resume_to_last_s=round((last_ns - resume_ns) / 1e9, 3) if last_ns else None,
         latency_meaningless=True,
     )
-    if out["status"] == "ok" and _sum(ready, "failed"):
-        out["status"] = "partial"
-    notes = [f"events published while the server was paused, then drained: latency is "
-             f"time spent in the backlog, not a latency figure; drain rate "
-             f"{out['drain_per_s'] or 0:,.0f}/s over {span_s:.2f} s"]
-    if any(d["phase"] != "done" for d in done):
-        out["status"] = "behind"
-        notes.append(f"publishers still blocked by the broker's flow control "
-                     f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
-    if "deadline" in out["drain"]:
-        notes.append(f"the server never drained its backlog: {out['delivered']:,} of "
-                     f"{out['expected']:,} delivered {drain_deadline_s(cell):.0f} s after it "
-                     f"resumed; stopped waiting")
-    elif out["status"] == "lossy":
-        notes.append(f"{out['missing']:,} events never arrived (nothing more for "
-                     f"{RESUME_STALL_S:.0f} s)")
+    notes.insert(0, f"events published while the server was paused, then drained: latency "
+                 f"is time spent in the backlog, not a latency figure; drain rate "
+                 f"{out['drain_per_s'] or 0:,.0f}/s over {span_s:.2f} s")
     if first_ns and first_ns < resume_ns:
         notes.append("events arrived before the server was resumed: it was not paused")
     out["note"] = "; ".join(notes)
@@ -497,11 +446,13 @@ def _usage(
 
 
 async def _collect(
-    loadgens: list[Any], monitor: Any, published: list[int], cell: Cell, stall_s: float
+    loadgens: list[Any], monitor: Any, done: list[dict[str, Any]], cell: Cell, stall_s: float
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Tells the load generators what was published, waits for their results, stops the
-    monitor; returns the results and the monitor's last sample."""
+    """Tells the load generators what the publishers (their ``done`` records) published,
+    waits for their results, stops the monitor; returns the results and the monitor's last
+    sample."""
     deadline_s = drain_deadline_s(cell)
+    published = [int(d["published"]) for d in done]
     for lg in loadgens:
         lg.send({"cmd": "drain", "published": published, "deadline_s": deadline_s,
                  "stall_s": stall_s})
@@ -512,9 +463,15 @@ async def _collect(
 
 
 def _summarise(
-    results: list[dict[str, Any]], published: list[int], cell: Cell,
-    publish_start_ns: int, publish_end_ns: int,
-) -> dict[str, Any]:
+    results: list[dict[str, Any]], done: list[dict[str, Any]], cell: Cell,
+    window_ns: tuple[int, int], stall_s: float, refused: int, waited_since: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """What the load generators counted, summed, with the cell's status, and the notes that
+    explain a status other than ``ok``. ``window_ns``: when publishing started and ended;
+    ``refused``: connections that could not be made; ``waited_since``: what the drain
+    deadline ran from."""
+    publish_start_ns, publish_end_ns = window_ns
+    published = [int(d["published"]) for d in done]
     latency = Histogram()
     for r in results:
         latency.merge(Histogram.from_json(r["latency"]))
@@ -524,19 +481,28 @@ def _summarise(
     span_s = max(last_ns - publish_start_ns, publish_end_ns - publish_start_ns) / 1e9
     received = _sum(results, "received")
     reasons = {r["reason"] for r in results}
+    expected = _sum(results, "expected")
+    notes = []
     if "deadline" in reasons:
         status = "behind"
+        notes.append(f"events still arriving {drain_deadline_s(cell):.0f} s after "
+                     f"{waited_since} ({delivered:,} of {expected:,} delivered); stopped waiting")
     elif missing:
         status = "lossy"
+        notes.append(f"{missing:,} events never arrived (nothing more for {stall_s:.0f} s)")
     else:
-        status = "ok"
+        status = "partial" if refused else "ok"
+    if any(d["phase"] != "done" for d in done):
+        status = "behind"
+        notes.append(f"publishers still blocked by the broker's flow control "
+                     f"{PUBLISH_GRACE_S:.0f} s after their duration; stopped")
     lat = latency.summary_ms()
-    return {
+    summary = {
         "status": status,
         "drain": sorted(reasons),
         "published": sum(published),
         "publish_rate": round(sum(published) / ((publish_end_ns - publish_start_ns) / 1e9), 1),
-        "expected": _sum(results, "expected"),
+        "expected": expected,
         "delivered": delivered,
         "missing": missing,
         "duplicates": _sum(results, "duplicates"),
@@ -552,3 +518,4 @@ def _summarise(
         "latency_max_ms": lat["max"],
         "loadgen_maxrss_mb": round(max(r["maxrss_kb"] for r in results) / 1024, 1),
     }
+    return summary, notes

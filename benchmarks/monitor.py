@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["GroupSample", "Monitor", "cpu_percent", "prometheus_value"]
+__all__ = ["GroupSample", "Monitor", "cpu_percent", "processes", "prometheus_value"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class GroupSample:
     processes: int
 
 
-def _processes(roots: list[int]) -> list[psutil.Process]:
+def processes(roots: list[int]) -> list[psutil.Process]:
+    """The processes ``roots`` and all their descendants (those still alive)."""
     procs: dict[int, psutil.Process] = {}
     for pid in roots:
         try:
@@ -43,7 +44,7 @@ def _read(roots: list[int]) -> GroupSample:
     cpu = 0.0
     rss = 0
     n = 0
-    for proc in _processes(roots):
+    for proc in processes(roots):
         try:
             with proc.oneshot():
                 times = proc.cpu_times()

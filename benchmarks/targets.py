@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -26,9 +25,9 @@ from typing import IO
 import pika
 import psutil
 
-from benchmarks.broker import BrokerUnavailable, PrivateBroker, beam_pids
+from benchmarks.broker import BrokerUnavailable, PrivateBroker, beam_pids, listening
 
-__all__ = ["PER_PROCESS_MAX", "Target", "TargetUnavailable", "make_target"]
+__all__ = ["PER_PROCESS_MAX", "Target", "TargetUnavailable", "http_get", "make_target"]
 
 # One process may hold 20,000 descriptors (hard limit); keep room for listeners, pipes, AMQP.
 PER_PROCESS_MAX = 19_500
@@ -40,26 +39,21 @@ class TargetUnavailable(Exception):
     """The target cannot run here (not installed, not reachable, limited); says why."""
 
 
-def _port_open(host: str, port: int) -> bool:
+async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int | None, str]:
+    """A GET on 127.0.0.1: the status and the body, or None and "" when the server does not
+    answer."""
     try:
-        socket.create_connection((host, port), 1).close()
-    except OSError:
-        return False
-    return True
-
-
-async def _http_status(host: str, port: int, path: str) -> int | None:
-    """Status code of a GET, or None when the server does not answer."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
     except (OSError, TimeoutError):
-        return None
+        return None, ""
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        status = await asyncio.wait_for(reader.readline(), 2)
-        return int(status.split(b" ")[1])
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())
+        data = await asyncio.wait_for(reader.read(), timeout_s)
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body.decode(errors="replace")
     except (OSError, TimeoutError, IndexError, ValueError):
-        return None
+        return None, ""
     finally:
         writer.close()
 
@@ -244,9 +238,9 @@ class TidingsTarget(Target):
             if self.proc.returncode is not None:
                 break
             # /readyz says the stream consumer is attached; /healthz only that it listens.
-            ready = await _http_status("127.0.0.1", self.port, "/readyz")
+            ready, _ = await http_get(self.port, "/readyz", 2)
             if ready == 404:
-                ready = await _http_status("127.0.0.1", self.port, "/healthz")
+                ready, _ = await http_get(self.port, "/healthz", 2)
             if ready == 200:
                 await asyncio.sleep(1.0)  # let every worker finish attaching
                 return
@@ -308,7 +302,7 @@ class StompTarget(Target):
             await asyncio.to_thread(self.prepare)
 
     async def start(self, connections: int, workers: int = 0) -> None:
-        if not _port_open("127.0.0.1", self.port):
+        if not listening(self.port):
             raise TargetUnavailable(f"Web-STOMP not listening on {self.port}")
 
     def server_pids(self) -> list[int]:
