@@ -40,7 +40,8 @@ from benchmarks.profiles import DRAIN, OVERLOAD, Cell
 from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable, http_get
 
-__all__ = ["cell_budget_s", "connect_timeout_s", "drain_deadline_s", "run_cell"]
+__all__ = ["cell_budget_s", "collect", "connect_timeout_s", "drain_deadline_s", "loadgen_configs",
+           "run_cell", "summarise"]
 
 # One raw-AMQP publisher offers 30,000 events/s for ~20 % of a core (``python -m
 # benchmarks.publisher --capacity``); two share anything above 20,000/s.
@@ -92,9 +93,11 @@ def _source_ip(slot: int) -> str:
     return f"127.0.0.{2 + slot % 250}"
 
 
-def _loadgen_configs(
+def loadgen_configs(
     target: Target, cell: Cell, run_id: str, seed: int, ip_slot: int
 ) -> list[dict[str, Any]]:
+    """The configurations of the load-generator processes that open ``cell``'s connections
+    to ``target`` (:class:`benchmarks.loadgen.LoadgenConfig` as JSON)."""
     # At least one process per core: a single process reads the 1,000 pushes of a broadcast
     # event one socket after another, which alone adds ~10 ms to the last one's latency.
     count = max(
@@ -219,7 +222,7 @@ async def _measure(
     run_id = f"{target.name}-{cell.name}-{secrets.token_hex(4)}"
     seed = secrets.randbelow(1 << 30)
     out: dict[str, Any] = {"run_id": run_id}
-    lg_configs = _loadgen_configs(target, cell, run_id, seed, ip_slot)
+    lg_configs = loadgen_configs(target, cell, run_id, seed, ip_slot)
     monitor = Monitor({"server": target.server_pids(), "broker": target.broker_pids()})
     before = monitor.sample()
 
@@ -279,8 +282,8 @@ async def _measure(
         pub.send("go")
     done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
     publish_end_ns = time.time_ns()
-    results, end = await _collect(loadgens, monitor, done, cell, DRAIN_STALL_S)
-    summary, notes = _summarise(results, done, cell, (publish_start_ns, publish_end_ns),
+    results, end = await collect(loadgens, monitor, done, cell, DRAIN_STALL_S)
+    summary, notes = summarise(results, done, cell, (publish_start_ns, publish_end_ns),
                                 DRAIN_STALL_S, out["connect_failed"], "publishing ended")
     out.update(summary)
     if cell.workload == OVERLOAD:
@@ -388,8 +391,8 @@ async def _drain(
     finally:
         if paused:
             _signal_server(pids, signal.SIGCONT)
-    results, end = await _collect(loadgens, monitor, done, cell, RESUME_STALL_S)
-    summary, notes = _summarise(results, done, cell, (publish_start_ns, publish_end_ns),
+    results, end = await collect(loadgens, monitor, done, cell, RESUME_STALL_S)
+    summary, notes = summarise(results, done, cell, (publish_start_ns, publish_end_ns),
                                 RESUME_STALL_S, _sum(ready, "failed"), "the server resumed")
     out.update(summary)
     firsts = [int(r["first_ns"]) for r in results if r.get("first_ns")]
@@ -445,7 +448,7 @@ def _usage(
     }
 
 
-async def _collect(
+async def collect(
     loadgens: list[Any], monitor: Any, done: list[dict[str, Any]], cell: Cell, stall_s: float
 ) -> tuple[list[dict[str, Any]], Any]:
     """Tells the load generators what the publishers (their ``done`` records) published,
@@ -462,7 +465,7 @@ async def _collect(
     return results, end
 
 
-def _summarise(
+def summarise(
     results: list[dict[str, Any]], done: list[dict[str, Any]], cell: Cell,
     window_ns: tuple[int, int], stall_s: float, refused: int, waited_since: str,
 ) -> tuple[dict[str, Any], list[str]]:

@@ -185,19 +185,23 @@ class BaselineTarget(Target):
 
 
 class TidingsTarget(Target):
-    """``tidings serve`` from the venv that runs this benchmark."""
+    """``tidings serve`` from the venv that runs this benchmark; with ``embedded``, on its
+    in-memory log instead of RabbitMQ (one worker, events through the HTTP API only)."""
 
     name = "tidings"
     port = 8891
+    #: Key of the server API (``/api/broadcast``), for the tools that publish through it.
+    api_key = "tidings-bench-api-key"
 
     # The bench's own stream, so that cells never read the stream of other work.
     stream = "tidings.bench"
 
-    def __init__(self, amqp_url: str, workers: int = 1) -> None:
+    def __init__(self, amqp_url: str, workers: int = 1, embedded: bool = False) -> None:
         super().__init__(amqp_url)
         self.executable = Path(sys.executable).with_name("tidings")
         self.min_workers = workers
         self.workers = workers
+        self.embedded = embedded
 
     def capacity(self) -> int:
         return 16 * int(PER_PROCESS_MAX * _WORKER_SHARE)
@@ -211,22 +215,27 @@ class TidingsTarget(Target):
             raise TargetUnavailable(f"{self.executable} not found (pip install -e .)")
         needed = self.workers_for(connections)
         self.workers = max(workers, needed) if workers else max(self.min_workers, needed)
-        # A fresh stream per cell, deleted while no server reads it: every worker warms its
-        # history from the stream at start, and the previous cells' events would make each
-        # start slower (minutes with many workers) and the cell noisier.
-        try:
-            await asyncio.to_thread(self._delete_stream)
-        except (OSError, pika.exceptions.AMQPError) as exc:
-            raise TargetUnavailable(f"cannot delete the stream {self.stream}: {exc!r}") from exc
         args = [
             "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--amqp-url", self.amqp_url, "--exchange", self.exchange, "--stream", self.stream,
-            "--hmac-secret", self.secret, "--api-key", "tidings-bench-api-key", "--no-demo",
+            "--hmac-secret", self.secret, "--api-key", self.api_key, "--no-demo",
             "--workers", str(self.workers), "--log-level", "warning",
         ]
         # The load generators are thousands of clients behind a few addresses: lift the
         # per-address connection rate limit, which exists against floods from one host.
         env = dict(os.environ, TIDINGS_CLIENT_CONNECTIONS_PER_IP_PER_SECOND="0")
+        if self.embedded:
+            env.pop("TIDINGS_AMQP_URL", None)
+        else:
+            # A fresh stream per cell, deleted while no server reads it: every worker warms
+            # its history from the stream at start, and the previous cells' events would
+            # make each start slower (minutes with many workers) and the cell noisier.
+            try:
+                await asyncio.to_thread(self._delete_stream)
+            except (OSError, pika.exceptions.AMQPError) as exc:
+                raise TargetUnavailable(
+                    f"cannot delete the stream {self.stream}: {exc!r}") from exc
+            args += ["--amqp-url", self.amqp_url, "--exchange", self.exchange,
+                     "--stream", self.stream]
         env.update(self.extra_env)
         self.proc = await asyncio.create_subprocess_exec(
             str(self.executable), *args, env=env,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.cell import PUBLISH_GRACE_S, _summarise, drain_deadline_s
+from benchmarks.cell import PUBLISH_GRACE_S, drain_deadline_s, summarise
 from benchmarks.profiles import Cell
 from benchmarks.stats import Histogram
 
@@ -25,7 +25,7 @@ def _result(reason: str, expected: int, delivered: int) -> dict[str, Any]:
 def _summary(results: list[dict[str, Any]], done: list[dict[str, Any]] | None = None,
              refused: int = 0) -> tuple[dict[str, Any], list[str]]:
     done = done or [{"phase": "done", "published": 50}]
-    return _summarise(results, done, _CELL, _WINDOW, 3.0, refused, "publishing ended")
+    return summarise(results, done, _CELL, _WINDOW, 3.0, refused, "publishing ended")
 
 
 def test_everything_delivered_is_ok_and_sums_the_load_generators() -> None:
