@@ -40,8 +40,8 @@ from benchmarks.profiles import DRAIN, OVERLOAD, Cell
 from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable, http_get
 
-__all__ = ["cell_budget_s", "collect", "connect_timeout_s", "drain_deadline_s", "loadgen_configs",
-           "run_cell", "summarise"]
+__all__ = ["await_publishers", "cell_budget_s", "collect", "connect_timeout_s",
+           "drain_deadline_s", "loadgen_configs", "run_cell", "summarise"]
 
 # One raw-AMQP publisher offers 30,000 events/s for ~20 % of a core (``python -m
 # benchmarks.publisher --capacity``); two share anything above 20,000/s.
@@ -133,7 +133,7 @@ def _sum(records: list[dict[str, Any]], key: str) -> int:
     return sum(int(r.get(key, 0)) for r in records)
 
 
-async def _await_publishers(publishers: list[Child], timeout_s: float) -> list[dict[str, Any]]:
+async def await_publishers(publishers: list[Child], timeout_s: float) -> list[dict[str, Any]]:
     """Each publisher's ``done`` record or, if it is still blocked at the deadline, its last
     ``progress`` record (and the publisher is killed)."""
 
@@ -280,7 +280,7 @@ async def _measure(
         lg.send({"cmd": "start"})
     for pub in publishers:
         pub.send("go")
-    done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
+    done = await await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
     publish_end_ns = time.time_ns()
     results, end = await collect(loadgens, monitor, done, cell, DRAIN_STALL_S)
     summary, notes = summarise(results, done, cell, (publish_start_ns, publish_end_ns),
@@ -377,7 +377,7 @@ async def _drain(
         publish_start_ns = time.time_ns()
         for pub in publishers:
             pub.send("go")
-        done = await _await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
+        done = await await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
         publish_end_ns = time.time_ns()
         await asyncio.sleep(0.5)  # let the stream settle the last chunk
         monitor.reset_peaks()

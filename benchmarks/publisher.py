@@ -28,6 +28,7 @@ throw-away stream (no consumer): see :func:`capacity`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import dataclasses
 import math
@@ -35,7 +36,6 @@ import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -407,24 +407,24 @@ def run(cfg: PublisherConfig) -> None:
 # -- capacity: the publishers alone ----------------------------------------------------------
 
 
-def capacity(amqp_url: str, rates: list[float], per_process: float, duration_s: float,
-             workload: str = "personal") -> list[dict[str, float]]:
+async def capacity(amqp_url: str, rates: list[float], per_process: float, duration_s: float,
+                   workload: str = "personal") -> list[dict[str, float]]:
     """Publish at each rate into a fresh stream (``bench.pubcap``, bound ``#`` to the topic
     exchange ``bench.pubcap``, no consumer; both deleted at the end) from as many processes
-    as ``per_process`` asks for; return what was offered and what it cost.
-
-    Uses pika for the set-up only (the bench extra has it).
-    """
-    import pika  # the set-up only
-    import psutil
+    as ``per_process`` asks for, as a cell starts them; return what was offered and what it
+    cost. Prints each row as it is measured."""
+    import pika  # the set-up only (the bench extra has it)
 
     from benchmarks.broker import beam_pids
+    from benchmarks.cell import await_publishers
+    from benchmarks.children import Child, read_all
+    from benchmarks.monitor import Monitor, cpu_percent
 
     name = "bench.pubcap"
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     channel.exchange_declare(name, exchange_type="topic", durable=True)
-    broker = [psutil.Process(p) for p in beam_pids()]
+    monitor = Monitor({"broker": beam_pids()})
     rows = []
     try:
         for rate in rates:
@@ -432,40 +432,29 @@ def capacity(amqp_url: str, rates: list[float], per_process: float, duration_s: 
             channel.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
             channel.queue_bind(name, name, routing_key="#")
             count = max(1, math.ceil(rate / per_process))
-            procs = [subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.publisher", orjson.dumps(dataclasses.asdict(
-                    PublisherConfig(amqp_url, name, workload, rate / count, duration_s,
-                                    "capacity", 1, i, 10_000))).decode()],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            ) for i in range(count)]
-            for p in procs:
-                assert p.stdout is not None
-                p.stdout.readline()
-            broker_cpu0 = sum(sum(b.cpu_times()[:2]) for b in broker)
-            t0 = time.monotonic()
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.write(b"go\n")
-                p.stdin.flush()
-            done = []
-            for p in procs:
-                assert p.stdout is not None
-                for line in p.stdout:
-                    record = orjson.loads(line)
-                    if record["phase"] == "done":
-                        done.append(record)
-                        break
-                p.wait(10)
-            if len(done) < len(procs):
-                raise RuntimeError(f"a publisher failed at {rate:g}/s (see its stderr above)")
-            wall = time.monotonic() - t0
-            broker_cpu = sum(sum(b.cpu_times()[:2]) for b in broker) - broker_cpu0
-            published = sum(d["published"] for d in done)
+            publishers = [await Child.spawn("publisher", dataclasses.asdict(PublisherConfig(
+                amqp_url, name, workload, rate / count, duration_s, "capacity", 1, i, 10_000)),
+                f"publisher {i}") for i in range(count)]
+            try:
+                await read_all(publishers, 30)
+                start = monitor.sample()
+                for pub in publishers:
+                    pub.send("go")
+                done = await await_publishers(publishers, duration_s + 30)
+                end = monitor.sample()
+            finally:
+                for pub in publishers:
+                    await pub.close()
+            if any(d["phase"] != "done" for d in done):
+                raise RuntimeError(f"a publisher was still blocked at {rate:g}/s")
+            wall = end[0] - start[0]
             rows.append({
-                "rate": rate, "processes": count, "published": published,
-                "offered_per_s": round(published / max(d["wall_s"] for d in done), 1),
+                "rate": rate, "processes": count,
+                "published": sum(d["published"] for d in done),
+                "offered_per_s": round(sum(d["published"] for d in done)
+                                       / max(d["wall_s"] for d in done), 1),
                 "publisher_cpu_pct": round(100 * sum(d["cpu_s"] for d in done) / wall, 1),
-                "broker_cpu_pct": round(100 * broker_cpu / wall, 1),
+                "broker_cpu_pct": cpu_percent(start, end, "broker"),
                 "behind_s": max(d["behind_s"] for d in done),
                 "flush_s": max(d["flush_s"] for d in done),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -497,8 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(args)
     from benchmarks.cell import PUBLISHER_MAX_RATE
 
-    capacity(opts.amqp_url, [float(r) for r in opts.rates.split(",")],
-             opts.per_process or PUBLISHER_MAX_RATE, opts.duration, opts.workload)
+    asyncio.run(capacity(opts.amqp_url, [float(r) for r in opts.rates.split(",")],
+                         opts.per_process or PUBLISHER_MAX_RATE, opts.duration, opts.workload))
 
 
 if __name__ == "__main__":
