@@ -1,12 +1,9 @@
 """A private RabbitMQ node for the Web-STOMP target.
 
-Web-STOMP runs inside the broker, so the broker's open-file limit caps it. The Debian package's
-``rabbitmq-server`` wrapper starts the shared node through ``su``, which resets that limit to
-1024: Web-STOMP then fails past ~900 connections and takes the established ones down with it.
-Rather than restarting a broker that other work depends on, the bench starts a node of its own
-(``tidings-bench@localhost``: AMQP 5673, Web-STOMP 15675, STOMP 61614, data under a temporary
-folder) with the limit raised to the hard limit, and stops it at the end. It also keeps the
-Web-STOMP figures free of the other targets' AMQP traffic.
+Web-STOMP runs inside the broker, so the broker's open-file limit caps it, and the Debian
+wrapper starts the shared node with 1024 files. The bench starts a node of its own
+(``tidings-bench@localhost``: AMQP 5673, Web-STOMP 15675, data under a temporary folder)
+with the hard limit, and stops it at the end.
 """
 
 from __future__ import annotations

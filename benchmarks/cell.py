@@ -1,25 +1,10 @@
-"""Run one cell against one target and turn what the processes report into one record.
+"""One cell on one target, each step bounded in time, turned into one record.
 
-The sequence, each step bounded in time: start the server; start the load generators and wait
-until every connection is subscribed (or failed); read the server's memory; for ``idle`` wait and
-read it again; otherwise start the publishers, let them publish for the cell's duration, tell the
-load generators how many events each publisher sent, and let them wait (at most a deadline) for
-the events still in flight. A target that falls behind is reported as such, never waited on
-forever.
-
-``personal-drain`` cells differ after connecting: every server process is paused (SIGSTOP),
-the publishers put the cell's events into the broker, the server is resumed (SIGCONT) and the
-load generators time the backlog's delivery: ``drain_per_s`` = delivered / (last arrival -
-first arrival). The broker has finished its work before the server routes anything, so the
-figure is the server's routing rate alone, which live cells cannot show on two cores the broker
-shares. Latency there is publish-to-receive through the backlog, meaningless as latency.
-
-``overload`` cells are broadcast cells with larger events (``OVERLOAD_PAYLOAD_BYTES``) in
-which ``cell.slow`` connections stop reading once publishing starts. The server's RSS is read
-right before publishing (``server_rss_idle_mb``) and its peak while publishing and draining
-(``server_rss_peak_mb``); the load generators report the slow connections the server cut and,
-on tidings, how many came back with ``recover: true`` and were told ``recovered``. tidings'
-own ``/metrics`` (one worker) give the close codes it sent.
+Start the server, open and subscribe every connection through the load generators, read the
+server's memory, then (but for ``idle``) publish for the cell's duration and let the load
+generators wait, up to a deadline, for what is still owed. ``personal-drain`` publishes while
+the server is paused and times the backlog's delivery once it resumes; ``overload`` stops some
+connections reading. benchmarks/README.md ("Workloads", "Columns") says what each figure means.
 """
 
 from __future__ import annotations
@@ -41,7 +26,7 @@ from benchmarks.stats import Histogram
 from benchmarks.targets import PER_PROCESS_MAX, Target, TargetUnavailable, http_get
 
 __all__ = ["await_publishers", "cell_budget_s", "collect", "connect_timeout_s",
-           "drain_deadline_s", "loadgen_configs", "run_cell", "summarise"]
+           "drain_deadline_s", "loadgen_configs", "record_of", "run_cell", "summarise"]
 
 # One raw-AMQP publisher offers 30,000 events/s for ~20 % of a core (``python -m
 # benchmarks.publisher --capacity``); two share anything above 20,000/s.
@@ -173,13 +158,16 @@ def _merge_errors(records: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(merged.items(), key=lambda kv: -kv[1])[:5])
 
 
+def record_of(target: str, cell: Cell) -> dict[str, Any]:
+    """The fields every record of ``cell`` on ``target`` opens with."""
+    return {"target": target, "cell": cell.name, "workload": cell.workload,
+            "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
+            "duration_s": cell.duration_s, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 async def run_cell(target: Target, cell: Cell, ip_slot: int) -> dict[str, Any]:
     """Measure ``cell`` on ``target``; always returns a record, whatever happened."""
-    record: dict[str, Any] = {
-        "target": target.name, "cell": cell.name, "workload": cell.workload,
-        "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
-        "duration_s": cell.duration_s, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    record = record_of(target.name, cell)
     if cell.connections > target.capacity():
         record.update(status="skipped", note=f"over this target's capacity here "
                       f"({target.capacity()} connections)")

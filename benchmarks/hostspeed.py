@@ -1,13 +1,9 @@
 """How fast this host runs the harness's kind of Python: one figure to compare runs by.
 
-Results from different hosts, or from one shared host on different days, differ by more than
-any change to the code under test: on this project's 2-core machines, bare rstream read
-45,000 messages per CPU-second in one session and 21,000 in another. Every run therefore
-records :func:`reference_ms`, the best of a few timings of a fixed piece of work like the
-load generator's own (JSON encoding and decoding, dict and bytes handling), and
-:func:`code_version`, the commit measured. Two runs are comparable when their references
-are close; the ratios a run reports (tidings against the baseline in the same run) hold
-better across hosts than absolute rates do.
+Every record carries :func:`reference_ms`, the best of a few timings of fixed work like the
+load generator's own (JSON, dicts, bytes), and :func:`code_version`, the commit measured: a
+shared host's speed varies from session to session by more than any change to the code, so
+runs compare only when their references are close.
 """
 
 from __future__ import annotations

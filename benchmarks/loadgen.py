@@ -1,27 +1,11 @@
-"""Load-generator process: hold many WebSocket connections and count what they receive.
+"""Load-generator process: many WebSocket connections, counting what they receive.
 
-Run by :mod:`benchmarks.run`, one process per ~19,500 connections (the open-file limit), each
-from its own 127.0.0.x source address. It talks to the orchestrator in JSON lines:
-
-- argv[1] is the :class:`LoadgenConfig` as JSON;
-- it prints ``{"phase": "ready", ...}`` once every connection is subscribed or has failed;
-- stdin ``{"cmd": "start"}`` marks the start of publishing (its CPU clock restarts there);
-- stdin ``{"cmd": "drain", "published": [...], "deadline_s": D, "stall_s": S}`` gives each
-  publisher's final count; it waits until every owed event arrived, or nothing arrived for S
-  seconds, or D seconds passed, prints ``{"phase": "result", ...}`` and exits;
-- stdin ``{"cmd": "stop"}`` (idle workload) prints the result at once and exits.
-
-``overload`` (``slow`` > 0): the slow connections (:func:`benchmarks.profiles.is_slow`)
-have counters of their own, a receive buffer pinned at 128 KB (``SLOW_RCVBUF``) and owe
-nothing; at ``start`` they stop reading. A watcher polls
-their TCP state every 0.2 s: one the server closed or reset while paused counts as cut; it
-then reads what its kernel buffered (and the close frame, if it got that far), and on tidings
-reconnects as the same user with ``recover: true`` from the last offset and epoch it saw, and
-reads normally from then on. A server that closes a paused connection with a FIN (behind
-the bytes still queued for it) cannot be seen from a paused client: when publishing ends
-(``drain``), every slow connection not yet known to be cut reads again for up to 3 s, and
-one that then reaches its end counts as cut too (``slow_cut``; ``slow_cut_paused``: those
-seen while still paused), and recovers the same way.
+A child of a cell (:mod:`benchmarks.children`), one per ~19,500 connections, from its own
+127.0.0.x address. argv[1] is its :class:`LoadgenConfig`; it prints ``{"phase": "ready"}``
+once every connection is subscribed or failed, then obeys stdin: ``{"cmd": "start"}`` (the
+measured window opens; ``overload``'s slow connections stop reading), ``{"cmd": "drain",
+"published": [...], "deadline_s": D, "stall_s": S}`` (wait for what is owed, print the result
+and exit) or ``{"cmd": "stop"}`` (print the result now and exit).
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
-"""One worker's own work per personal event, stage by stage, without sockets or a broker.
+"""One worker's own CPU per personal event, stage by stage, without sockets or a broker.
 
-``python -m benchmarks.pipeline`` feeds events encoded as RabbitMQ keeps them in a stream
-(AMQP 1.0, as an AMQP 0-9-1 publisher's message is stored) through the path a tidings
-worker runs for each one, in chunks as the stream protocol delivers them:
-
-- ``read``: :func:`~tidings.log.stream_protocol.message_from_bytes`, bytes to message;
-- ``decode``: :func:`~tidings.log.message.decode`, messages to records;
-- ``route``: :meth:`~tidings.node.Node.on_records`, routing, history and the hub, which
-  queues each push on its user's connection;
-- ``flush``: :meth:`~tidings.node.Node.flush`, each touched connection's bytes handed to
-  its transport (here one that keeps nothing: the kernel's ``send`` is not measured).
-
-It prints CPU microseconds per event for each stage, the best of ``--rounds`` rounds (a
-shared host only ever adds time), and the events per CPU-second they add up to. The
-broker, rstream's framing and the kernel are what the end-to-end ``personal-drain`` cell
-adds to this. Run it before and after a change to the hot path: unlike the end-to-end
-cells, it barely depends on what else the host is doing. Under ``valgrind --tool=callgrind``
-(``--rounds 1``) its instruction counts repeat exactly.
+``python -m benchmarks.pipeline`` feeds events encoded as a stream holds them through the
+path a worker runs for each (:data:`STAGES`: read, decode, route, flush to a transport that
+keeps nothing) and prints CPU microseconds per event per stage, the best of ``--rounds``.
+It barely depends on what else the host does: the one to run before and after a change to
+the hot path.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """The cells of each profile: which workload, how many connections, what publish rate.
 
-``quick`` takes about three minutes for all three targets and proves the harness end to end.
-``full`` maps each target's throughput and latency curve (with rates close enough together
-that each curve's knee shows) and its memory per idle connection up to one process's limit
-(19,500) and, for tidings with several workers, 100,000 connections. ``targets`` holds only
-the cells that the verdict of :mod:`benchmarks.verdict` needs, around each target's knee,
-in about 10 minutes.
-
-tidings' personal cells run on one worker (``workers=1``): the personal goal is per worker.
-So does ``personal-drain``: the same users and events, but published while the worker is
-paused (SIGSTOP), then routed from the backlog once it resumes; it measures what one worker
-routes with the broker, which shares the two cores here, out of the way.
-Broadcast and idle cells leave the number of workers to the target (as many as the open-file
-limit asks for, at least ``--tidings-workers``).
+``quick`` (a few minutes) proves the harness end to end; ``targets`` holds only the cells
+:mod:`benchmarks.verdict` needs, around each target's knee; ``full`` maps every curve and
+memory up to 100,000 connections. A profile is a list of :class:`Cell`; :data:`PROFILES`
+names them for ``--profile``.
 """
 
 from __future__ import annotations

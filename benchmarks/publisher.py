@@ -1,28 +1,13 @@
-"""Publisher process: send timestamped, numbered JSON events to the exchange at a fixed rate.
+"""Publisher process: timestamped, numbered JSON events into an exchange at a fixed rate.
 
-Clients cost more than the broker here: aio-pika publishes ~6,500 msg/s on this machine and
-pika's ``BlockingConnection`` ~8,000-11,000 msg/s from several processes, while the broker
-spent 1.2 cores taking them one small TCP write at a time. So this speaks AMQP 0-9-1 itself
-over a non-blocking socket (:class:`RawAmqpPublisher`, frames encoded with pamqp once, then
-only the body and its sizes per event): each 5 ms tick's events go out in one ``send``, and
-one process offers 30,000 events/s for ~25 % of a core. No publisher confirms: the bench
-measures the gateway, and the load generator detects any loss end to end. JSON lines on
-stdio, like the loadgen:
+A child of a cell (:mod:`benchmarks.children`): argv[1] is its :class:`PublisherConfig`; it
+prints ``{"phase": "ready"}`` once connected, publishes for ``duration_s`` after any line on
+stdin (``{"phase": "progress", ...}`` every second) and prints ``{"phase": "done", ...}`` once
+the broker has every event. It speaks AMQP 0-9-1 itself (:class:`RawAmqpPublisher`), frames
+encoded once, one ``send`` per 5 ms tick and no confirms: the load generator finds any loss.
+Body and headers are described in benchmarks/README.md ("How it measures").
 
-- argv[1] is the :class:`PublisherConfig` as JSON;
-- it prints ``{"phase": "ready"}`` once connected, waits for any line on stdin, publishes for
-  ``duration_s`` (printing ``{"phase": "progress", "published": N}`` every second, N counting
-  only events whose bytes the kernel took) and prints ``{"phase": "done", "published": N, ...}``
-  once the broker has handled every event (its ``channel.close-ok``, which comes after every
-  publish before it; under flow control that takes a while, which counts as ``flush_s``).
-
-Each body is ``{"run", "pub", "seq", "ts", "user", "pad"}``: ``ts`` is ``time.time_ns()`` when
-the event is encoded (at most one tick before it is written), ``seq`` counts from 0 per
-publisher, ``user`` is the addressee (null for broadcast). Every event carries the header
-``x-tidings-channel`` (``bench`` or ``user#<id>``) and the routing key ``bench``/``user.<id>``.
-
-``python -m benchmarks.publisher --capacity`` measures what publishers alone achieve into a
-throw-away stream (no consumer): see :func:`capacity`.
+``python -m benchmarks.publisher --capacity`` measures the publishers alone (:func:`capacity`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pika
 
-from benchmarks.cell import cell_budget_s, run_cell
+from benchmarks.cell import cell_budget_s, record_of, run_cell
 from benchmarks.hostspeed import code_version, reference_ms
 from benchmarks.profiles import PROFILES, Cell
 from benchmarks.report import write_reports
@@ -123,9 +123,7 @@ async def _measure(
 
 
 def _skipped(target: str, cell: Cell, why: str) -> dict[str, Any]:
-    return {"target": target, "cell": cell.name, "workload": cell.workload,
-            "connections": cell.connections, "rate": cell.rate, "offered": cell.offered,
-            "status": "skipped", "note": why}
+    return record_of(target, cell) | {"status": "skipped", "note": why}
 
 
 def _one_line(r: dict[str, object]) -> str:

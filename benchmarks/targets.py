@@ -1,14 +1,9 @@
 """The three systems under test and how to start, probe and stop each.
 
-- ``baseline``: :mod:`benchmarks.baseline_seed`, one process, started fresh for each cell.
-- ``tidings``: ``tidings serve`` from this repo's venv, started fresh for each cell, with
-  ``--workers N``: as many as the cell asks for (personal cells: 1), else as many as its
-  connections need (one process holds ~16,500), at least ``--tidings-workers``.
-- ``stomp``: RabbitMQ's Web-STOMP plugin inside the running broker; nothing to start, and the
-  "server" processes are the broker's own.
-
-Each target publishes through its own topic exchange (``bench.<target>``) so that one target's
-cells never feed another's queues.
+``baseline`` (:mod:`benchmarks.baseline_seed`) and ``tidings`` (``tidings serve`` from this
+venv, as many workers as a cell needs) are started afresh for each cell; ``stomp`` is
+RabbitMQ's Web-STOMP plugin inside a broker that lives for the whole run. Each publishes
+through its own exchange (``bench.<target>``).
 """
 
 from __future__ import annotations

@@ -1,33 +1,8 @@
 """The issue's goals, judged from the cells of one run (never from figures typed in here).
 
-:func:`judge` takes the records of one results file (one per target and cell, as
-:func:`benchmarks.report.load` returns them) and gives one :class:`Line` per goal:
-
-- **broadcast**: each target's best delivered msg/s over broadcast cells that are ``ok`` with
-  nothing missing and p99 <= 200 ms; tidings must reach 10x the baseline's (the ratio to
-  Web-STOMP's is shown too);
-- **personal**: tidings' best events/s per worker (delivered/s / workers) over personal cells
-  that are ``ok`` with nothing missing and p99 <= 50 ms; at least 20,000 (live cells only);
-- **personal capacity**: tidings' best drain rate per worker (``drain_per_s`` / workers) over
-  ``personal-drain`` cells that are ``ok`` with nothing missing; at least 20,000. Those cells
-  publish while the worker is paused and time its routing of the backlog, so the broker, which
-  shares the machine's two cores, is out of the way; their latency is backlog time and is not
-  looked at. This line says what one worker can route; it does not replace the live line;
-- **idle memory**: tidings' KB per idle connection in its largest idle cell of at most 19,500
-  connections; at most 10;
-- **connections held**: connections tidings holds in its idle cell of 100,000; all of them;
-- **light load**: tidings' p99 in ``broadcast-n1000-r10``, ``ok`` with nothing missing; under
-  15 ms. Shown beside it: the ratio to the baseline's p99 in the same run (the issue's 15 ms
-  against the 52 ms it measured the original at), and the floor that the cell's own CPU
-  figures put under the latency on this host (:func:`cpu_floor`);
-- **overload**: tidings' ``overload`` cells: some slow connections cut with 3008, and the
-  server's RSS growth from right before publishing to its peak (``server_rss_peak_mb`` -
-  ``server_rss_idle_mb``) within what its queue limit allows: 2 x ``slow`` x
-  ``client.max_queue_bytes`` (1 MiB) + 32 MB for history and allocator slack. The other
-  targets' growth and cuts are shown beside it, and how many cut tidings clients recovered.
-
-A goal with no qualifying cell is ``not met`` and says so; one whose cells the run lacks
-altogether is ``not measured``.
+:func:`judge` takes the records of one results file and gives one :class:`Line` per goal in
+:data:`GOALS`: ``met``, ``not met`` with why, or ``not measured`` when the run has no cell
+for it. benchmarks/README.md ("Targets") says which cells each goal is computed from.
 """
 
 from __future__ import annotations
