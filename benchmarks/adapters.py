@@ -16,7 +16,6 @@ import jwt
 import orjson
 
 __all__ = [
-    "TARGETS",
     "BaselineSession",
     "Session",
     "SessionError",
@@ -25,8 +24,6 @@ __all__ = [
     "channel_for",
     "routing_key_for",
 ]
-
-TARGETS = ("baseline", "stomp", "tidings")
 
 Events = list[dict[str, Any]]
 

@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import time
+from collections import Counter
 from typing import Any
 
 import psutil
@@ -150,12 +151,16 @@ def _self_cpu(records: list[dict[str, Any]]) -> float | None:
     return round(100.0 * sum(float(r["cpu_s"]) for r in records) / wall, 1) if wall else None
 
 
-def _merge_errors(records: list[dict[str, Any]]) -> dict[str, int]:
-    merged: dict[str, int] = {}
+def _counts(records: list[dict[str, Any]], key: str) -> Counter[str]:
+    """The ``key`` tallies (reason or code -> count) of several records, summed."""
+    merged: Counter[str] = Counter()
     for r in records:
-        for reason, n in r.get("errors", {}).items():
-            merged[reason] = merged.get(reason, 0) + n
-    return dict(sorted(merged.items(), key=lambda kv: -kv[1])[:5])
+        merged.update(r.get(key, {}))
+    return merged
+
+
+def _merge_errors(records: list[dict[str, Any]], key: str = "errors") -> dict[str, int]:
+    return dict(_counts(records, key).most_common(5))
 
 
 def record_of(target: str, cell: Cell) -> dict[str, Any]:
@@ -297,16 +302,12 @@ _SLOW_SUMS = ("slow", "slow_cut", "slow_cut_paused", "slow_recovered_ok", "slow_
 def merge_slow(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The load generators' slow-connection tallies of an ``overload`` cell, summed."""
     out: dict[str, Any] = {key: _sum(results, key) for key in _SLOW_SUMS}
-    codes: dict[str, int] = {}
-    for r in results:
-        for code, n in r.get("slow_close_codes", {}).items():
-            codes[code] = codes.get(code, 0) + n
-    out["slow_close_codes"] = codes
+    out["slow_close_codes"] = dict(_counts(results, "slow_close_codes"))
     firsts = [r["slow_cut_first_s"] for r in results if r.get("slow_cut_first_s") is not None]
     lasts = [r["slow_cut_last_s"] for r in results if r.get("slow_cut_last_s") is not None]
     out["slow_cut_first_s"] = min(firsts) if firsts else None
     out["slow_cut_last_s"] = max(lasts) if lasts else None
-    out["slow_errors"] = _merge_errors([{"errors": r.get("slow_errors", {})} for r in results])
+    out["slow_errors"] = _merge_errors(results, "slow_errors")
     return out
 
 

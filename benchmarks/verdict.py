@@ -54,6 +54,8 @@ GOALS = {
 }
 
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+# tidings first: each line speaks of it, then of the others beside it.
+_TARGETS = ("tidings", "baseline", "stomp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +102,13 @@ def _describe(r: Record, rate: float | None = None, unit: str = "msg/s") -> str:
 def broadcast(records: list[Record]) -> Line:
     """tidings' best clean broadcast rate against the baseline's (and Web-STOMP's)."""
     best = {t: _best(records, t, "broadcast", BROADCAST_P99_MS)
-            for t in ("tidings", "baseline", "stomp")}
+            for t in _TARGETS}
     measured = {t: bool(_of(records, t, "broadcast")) for t in best}
     if not measured["tidings"] or not measured["baseline"]:
         missing = " and ".join(t for t in ("tidings", "baseline") if not measured[t])
         return Line("broadcast", NOT_MEASURED, f"no broadcast cell of {missing} in this run")
     parts = []
-    for t in ("tidings", "baseline", "stomp"):
+    for t in _TARGETS:
         if best[t] is not None:
             parts.append(f"{t} {_describe(best[t])}")
         elif measured[t]:
@@ -121,7 +123,7 @@ def broadcast(records: list[Record]) -> Line:
     measured_text = "tidings = " + ", ".join(ratios) + ": " + "; ".join(parts)
     # A target whose highest cell still qualifies could do more than this run shows: for
     # tidings the ratio is then a floor, for the baseline a ceiling that proves nothing.
-    unbounded = [t for t in ("tidings", "baseline", "stomp")
+    unbounded = [t for t in _TARGETS
                  if best[t] is not None and _is_top(records, best[t])]
     if unbounded:
         measured_text += "; " + ", ".join(unbounded) + " passed its highest cell"
@@ -246,7 +248,7 @@ def idle_memory(records: list[Record]) -> Line:
         return Line("idle memory", NOT_MEASURED, "no idle cell of tidings in this run")
     parts = []
     verdict = NOT_MET
-    for t in ("tidings", "baseline", "stomp"):
+    for t in _TARGETS:
         cells = [r for r in _idle(records, t) if r["connections"] <= IDLE_CELL_MAX
                  and r.get("rss_per_conn_kb") is not None]
         if not cells:
@@ -287,7 +289,7 @@ def light_load(records: list[Record]) -> Line:
     if "tidings" not in cells:
         return Line("light load", NOT_MEASURED, f"no {LIGHT_CELL} cell of tidings in this run")
     parts = []
-    for t in ("tidings", "baseline", "stomp"):
+    for t in _TARGETS:
         r = cells.get(t)
         if r is None:
             continue
@@ -350,7 +352,7 @@ def overload(records: list[Record]) -> Line:
         return Line("overload", NOT_MEASURED, "no overload cell of tidings in this run")
     parts = []
     verdict = MET
-    for t in ("tidings", "baseline", "stomp"):
+    for t in _TARGETS:
         for r in _of(records, t, "overload"):
             peak, idle = r.get("server_rss_peak_mb"), r.get("server_rss_idle_mb")
             if peak is None or not idle:

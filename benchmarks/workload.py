@@ -11,9 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-__all__ = ["WORKLOADS", "expected_per_user", "user_draws"]
-
-WORKLOADS = ("broadcast", "personal", "idle")
+__all__ = ["expected_per_user", "user_draws"]
 
 
 def user_draws(seed: int, publisher: int, n_users: int) -> Iterator[int]:
