@@ -21,6 +21,7 @@ import pika
 import psutil
 
 from benchmarks.broker import BrokerUnavailable, PrivateBroker, beam_pids, listening
+from benchmarks.monitor import processes
 
 __all__ = ["PER_PROCESS_MAX", "Target", "TargetUnavailable", "http_get", "make_target"]
 
@@ -138,10 +139,7 @@ class Target(ABC):
         """Stop what :meth:`start` started, politely then by force (bounded in time)."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                children = []
+            children = processes([proc.pid])[1:]
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 15)
