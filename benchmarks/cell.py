@@ -268,16 +268,12 @@ async def _measure(
     start = monitor.sample()
     if cell.workload == OVERLOAD:  # right before publishing
         out["server_rss_idle_mb"] = round(start[1]["server"].rss / 2**20, 1)
-    publish_start_ns = time.time_ns()
     for lg in loadgens:
         lg.send({"cmd": "start"})
-    for pub in publishers:
-        pub.send("go")
-    done = await await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
-    publish_end_ns = time.time_ns()
+    done, window = await _publish(publishers, cell)
     results, end = await collect(loadgens, monitor, done, cell, DRAIN_STALL_S)
-    summary, notes = summarise(results, done, cell, (publish_start_ns, publish_end_ns),
-                                DRAIN_STALL_S, out["connect_failed"], "publishing ended")
+    summary, notes = summarise(results, done, cell, window, DRAIN_STALL_S,
+                               out["connect_failed"], "publishing ended")
     out.update(summary)
     if cell.workload == OVERLOAD:
         out.update(await _overload(target, results))
@@ -288,11 +284,20 @@ async def _measure(
                      f"({behind_s:.1f} s behind, publisher CPU {_self_cpu(done)} %)")
     if notes:
         out["note"] = "; ".join(notes)
-    out.update(
-        **_usage(start, end, monitor, results, done),
-        errors=_merge_errors([*ready, *results]),
-    )
+    out.update(_usage(start, end, monitor, ready, results, done))
     return out
+
+
+async def _publish(
+    publishers: list[Child], cell: Cell
+) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """Let the publishers go and wait for them: their ``done`` records and when they started
+    and ended (wall clock, ns)."""
+    start_ns = time.time_ns()
+    for pub in publishers:
+        pub.send("go")
+    done = await await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
+    return done, (start_ns, time.time_ns())
 
 
 _SLOW_SUMS = ("slow", "slow_cut", "slow_cut_paused", "slow_recovered_ok", "slow_recover_failed",
@@ -363,11 +368,7 @@ async def _drain(
     try:
         out["server_processes_paused"] = _signal_server(pids, signal.SIGSTOP)
         paused = True
-        publish_start_ns = time.time_ns()
-        for pub in publishers:
-            pub.send("go")
-        done = await await_publishers(publishers, cell.duration_s + PUBLISH_GRACE_S)
-        publish_end_ns = time.time_ns()
+        done, window = await _publish(publishers, cell)
         await asyncio.sleep(0.5)  # let the stream settle the last chunk
         monitor.reset_peaks()
         monitor.start()
@@ -381,8 +382,8 @@ async def _drain(
         if paused:
             _signal_server(pids, signal.SIGCONT)
     results, end = await collect(loadgens, monitor, done, cell, RESUME_STALL_S)
-    summary, notes = summarise(results, done, cell, (publish_start_ns, publish_end_ns),
-                                RESUME_STALL_S, _sum(ready, "failed"), "the server resumed")
+    summary, notes = summarise(results, done, cell, window, RESUME_STALL_S,
+                               _sum(ready, "failed"), "the server resumed")
     out.update(summary)
     firsts = [int(r["first_ns"]) for r in results if r.get("first_ns")]
     first_ns = min(firsts) if firsts else 0
@@ -409,18 +410,20 @@ async def _drain(
         # from the resume to the last arrival, which is when the server routes.
         server_cpu_s=round(server_cpu_s, 2),
         drain_server_cpu_pct=round(100 * server_cpu_s / busy_s, 1) if busy_s else None,
-        **_usage(start, end, monitor, results, done),
-        errors=_merge_errors([*ready, *results]),
+        **_usage(start, end, monitor, ready, results, done),
     )
     return out
 
 
 def _usage(
-    start: Any, end: Any, monitor: Any, results: list[dict[str, Any]], done: list[dict[str, Any]]
+    start: Any, end: Any, monitor: Any, ready: list[dict[str, Any]],
+    results: list[dict[str, Any]], done: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """CPU, memory and publishing figures of a cell, from the monitor's samples and what
-    the load generators (``results``) and publishers (``done``) reported."""
+    """CPU, memory and publishing figures of a cell, and the errors seen, from the monitor's
+    samples and what the load generators (``ready``, ``results``) and publishers (``done``)
+    reported."""
     return {
+        "errors": _merge_errors([*ready, *results]),
         "server_cpu_pct": cpu_percent(start, end, "server"),
         "broker_cpu_pct": cpu_percent(start, end, "broker"),
         "host_cpu_pct": cpu_percent(start, end, "host"),
