@@ -19,7 +19,7 @@ from aiohttp import web
 
 from benchmarks.children import Child, read_all
 from benchmarks.monitor import Monitor
-from benchmarks.targets import TidingsTarget
+from benchmarks.targets import TidingsTarget, free_port
 from tidings.config import load_settings
 from tidings.server import create_app
 from tidings.transport.front import start_site
@@ -48,15 +48,15 @@ async def _stop(clients: list[Child]) -> None:
 
 async def measure(connections: int, top: int) -> None:
     """The Python heap an idle connection adds to a node in this process, by source file."""
-    target = TidingsTarget("", embedded=True)
+    sock = socket.create_server(("127.0.0.1", 0))
+    # Not started: it only tells the load generator where the node listens and its secret.
+    target = TidingsTarget("", embedded=True, port=sock.getsockname()[1])
     settings = load_settings(None, {}, {
         "auth.hmac_secret": target.secret,
         "client.connections_per_ip_per_second": 0,
     })
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    target.port = sock.getsockname()[1]
     site = await start_site(runner, sock)
     gc.collect()
     tracemalloc.start(1)
@@ -86,7 +86,7 @@ async def _settled_rss(monitor: Monitor) -> int:
 
 async def measure_rss(connections: int, warm_up: int = 500) -> None:
     """Resident memory of a real ``tidings serve`` process per idle connection."""
-    target = TidingsTarget("", embedded=True)
+    target = TidingsTarget("", embedded=True, port=free_port())
     await target.start(warm_up + connections, 1)
     clients: list[Child] = []
     try:

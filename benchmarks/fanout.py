@@ -20,7 +20,7 @@ from benchmarks.cell import DRAIN_STALL_S, collect, loadgen_configs, summarise
 from benchmarks.children import Child, read_all
 from benchmarks.monitor import Monitor, cpu_percent
 from benchmarks.profiles import Cell
-from benchmarks.targets import TidingsTarget
+from benchmarks.targets import TidingsTarget, free_port
 
 __all__ = ["main", "run"]
 
@@ -43,7 +43,7 @@ async def _send(http: aiohttp.ClientSession, target: TidingsTarget, run_id: str,
 
 async def run(subscribers: int, seconds: float, senders: int) -> dict[str, Any]:
     """Measure once; the figures as a dict."""
-    target = TidingsTarget("", embedded=True)
+    target = TidingsTarget("", embedded=True, port=free_port())
     cell = Cell("broadcast", subscribers, duration_s=seconds)
     run_id = f"fanout-{secrets.token_hex(4)}"
     await target.start(subscribers, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -23,7 +24,8 @@ import psutil
 from benchmarks.broker import BrokerUnavailable, PrivateBroker, beam_pids, listening
 from benchmarks.monitor import processes
 
-__all__ = ["PER_PROCESS_MAX", "Target", "TargetUnavailable", "http_get", "make_target"]
+__all__ = ["PER_PROCESS_MAX", "Target", "TargetUnavailable", "free_port", "http_get",
+           "make_target"]
 
 # One process may hold 20,000 descriptors (hard limit); keep room for listeners, pipes, AMQP.
 PER_PROCESS_MAX = 19_500
@@ -33,6 +35,13 @@ _WORKER_SHARE = 0.85
 
 class TargetUnavailable(Exception):
     """The target cannot run here (not installed, not reachable, limited); says why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a tool's own server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int | None, str]:
@@ -71,6 +80,17 @@ class Target(ABC):
         self._log: IO[bytes] | None = None
         #: Settings for the next start (tidings: ``TIDINGS_*`` variables), set per cell.
         self.extra_env: dict[str, str] = {}
+
+    def _check_port_free(self) -> None:
+        """Before starting a server: its port must be free. Another benchmark running on
+        this host holds it, and starting anyway would measure (or, for tidings, delete the
+        stream of) that run's server.
+
+        Raises:
+            TargetUnavailable: something listens on the port.
+        """
+        if listening(self.port):
+            raise TargetUnavailable(f"port {self.port} is in use: is another benchmark running?")
 
     def _open_log(self) -> IO[bytes]:
         self._log = self.log_path.open("wb")
@@ -162,6 +182,7 @@ class BaselineTarget(Target):
     port = 8890
 
     async def start(self, connections: int, workers: int = 0) -> None:
+        self._check_port_free()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.baseline_seed", "--port", str(self.port),
             "--amqp-url", self.amqp_url, "--exchange", self.exchange, "--log-level", "WARNING",
@@ -189,8 +210,12 @@ class TidingsTarget(Target):
     # The bench's own stream, so that cells never read the stream of other work.
     stream = "tidings.bench"
 
-    def __init__(self, amqp_url: str, workers: int = 1, embedded: bool = False) -> None:
+    def __init__(
+        self, amqp_url: str, workers: int = 1, embedded: bool = False, port: int | None = None
+    ) -> None:
         super().__init__(amqp_url)
+        if port is not None:
+            self.port = port
         self.executable = Path(sys.executable).with_name("tidings")
         self.min_workers = workers
         self.workers = workers
@@ -206,6 +231,7 @@ class TidingsTarget(Target):
     async def start(self, connections: int, workers: int = 0) -> None:
         if not self.executable.exists():
             raise TargetUnavailable(f"{self.executable} not found (pip install -e .)")
+        self._check_port_free()
         needed = self.workers_for(connections)
         self.workers = max(workers, needed) if workers else max(self.min_workers, needed)
         args = [
