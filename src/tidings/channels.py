@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from tidings.codes import ErrorCode
-from tidings.config import ChannelOptions
 
 __all__ = [
     "MAX_CHANNEL_LENGTH",
@@ -32,6 +32,7 @@ __all__ = [
     "ChannelName",
     "InvalidName",
     "NameKind",
+    "SubscribeOptions",
     "channel_problem",
     "check_subscribe",
     "name_problem",
@@ -99,6 +100,23 @@ def name_problem(value: object, kind: NameKind = NameKind.CHANNEL) -> str | None
     return None
 
 
+class SubscribeOptions(Protocol):
+    """The options of a namespace that decide a subscribe (``config.ChannelOptions`` has
+    them): declared here so that the settings may use these rules without a cycle."""
+
+    @property
+    def allow_subscribe(self) -> bool:
+        """Whether clients may subscribe on their own request."""
+
+    @property
+    def allow_anonymous(self) -> bool:
+        """Whether a connection without a user may subscribe."""
+
+    @property
+    def require_subscription_token(self) -> bool:
+        """Whether every subscribe needs a subscription token."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelName:
     """A channel name taken apart."""
@@ -161,7 +179,7 @@ def parse_channel(name: object) -> ChannelName | None:
 
 def check_subscribe(
     channel: ChannelName,
-    options: ChannelOptions,
+    options: SubscribeOptions,
     user: str,
     has_valid_token: bool,
 ) -> ErrorCode | None:

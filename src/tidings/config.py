@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from tidings.channels import NameKind, name_problem
 from tidings.errors import ConfigError
 
 __all__ = [
@@ -379,9 +380,6 @@ def _validate(s: Settings) -> None:
                 raise ConfigError(
                     "auth.public_key", f"neither PEM text nor a readable file: {text}"
                 )
-    # channels.py reads ChannelOptions from here; importing it late avoids the cycle.
-    from tidings.channels import NameKind, name_problem
-
     names: set[str] = set()
     for i, ns in enumerate(s.namespaces):
         problem = name_problem(ns.name, NameKind.NAMESPACE)
