@@ -24,10 +24,11 @@ from tidings.config import (
     Settings,
 )
 from tidings.history import History
-from tidings.hub import Hub, Subscriber
+from tidings.hub import Hub
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
+from tidings.subscription import Subscriber
 
 #: A 32-byte HMAC secret (the minimum the config accepts).
 SECRET = "test-secret-0123456789abcdefghij"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.history import ChannelWindow, History, Recovery
+from tidings.history import ChannelWindow, History
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
+from tidings.subscription import Recovery
 
 NOW = 1_700_000_000.0
 SIZE = 100

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from tests.fakes import Sink
-from tidings.history import History, Recovery
+from tidings.history import History
 from tidings.hub import Hub
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
+from tidings.subscription import Recovery
 
 NOW = 1_700_000_000.0
 OPTS = {"size": 100, "ttl": 300.0, "now": NOW}

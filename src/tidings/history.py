@@ -19,31 +19,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
+from tidings.subscription import Recovery
 
-__all__ = ["ChannelWindow", "History", "Kept", "Recovery"]
+__all__ = ["ChannelWindow", "History", "Kept"]
 
 #: One retained publication: offset, timestamp, data (its channel is the window's).
 Kept = tuple[int, float, bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """The outcome of a recovery request.
-
-    Attributes:
-        recovered: True when ``publications`` is exactly what the client missed.
-        publications: the missed publications, in order (empty when not recovered).
-        skip_until: the client is ahead of this node; live pushes up to this offset are
-            duplicates for it and must be skipped (0 when not needed).
-    """
-
-    recovered: bool
-    publications: tuple[Publication, ...] = ()
-    skip_until: int = 0
 
 
 class ChannelWindow:

@@ -9,20 +9,13 @@ synchronous call, so no publication can fall between them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
 
-from tidings.history import History, Recovery
+from tidings.history import History
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
+from tidings.subscription import Recovery, Subscriber
 
-__all__ = ["Hub", "Subscriber"]
-
-
-class Subscriber(Protocol):
-    """A connection as the hub sees it."""
-
-    def deliver(self, pub: Publication) -> None:
-        """Queue ``pub`` for sending; must not block."""
+__all__ = ["Hub"]
 
 
 class Hub:

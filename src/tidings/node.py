@@ -21,7 +21,7 @@ from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
 from tidings.flusher import Flusher
 from tidings.history import History
-from tidings.hub import Hub, Subscriber
+from tidings.hub import Hub
 from tidings.log.base import Log, Record
 from tidings.metrics import Metrics
 from tidings.protocol.messages import RecoverPosition
@@ -34,6 +34,7 @@ from tidings.router import (
     encode_channel_header,
     parse_routes,
 )
+from tidings.subscription import Subscriber
 from tidings.timers import TimerQueue
 
 __all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Node", "PublishError"]

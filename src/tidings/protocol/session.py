@@ -31,8 +31,6 @@ from tidings.channels import (
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, ClientSettings
 from tidings.errors import TokenError
-from tidings.history import Recovery
-from tidings.hub import Subscriber
 from tidings.protocol import codec
 from tidings.protocol.codec import ProtocolError, raw
 from tidings.protocol.messages import (
@@ -45,6 +43,7 @@ from tidings.protocol.messages import (
     SubscribeRequest,
     UnsubscribeRequest,
 )
+from tidings.subscription import Recovery, Subscriber
 
 __all__ = ["Session", "SessionHost", "SessionState", "SubscribeOutcome"]
 

@@ -60,12 +60,12 @@ from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions
-from tidings.hub import Subscriber
 from tidings.node import Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication, http_chunk, sse_event_id
+from tidings.subscription import Subscriber
 from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import refuse_early
 from tidings.transport.origin import origin_allowed

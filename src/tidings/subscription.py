@@ -1,0 +1,39 @@
+"""What a subscription is made of, for the session, the hub and the history alike.
+
+A subscription joins a :class:`Subscriber` (the handle publications are delivered to: a
+connection's writer) to a channel, and may ask to recover what it missed, which yields a
+:class:`Recovery`. The types live here, below the session and the hub, so that the
+protocol core can name them without importing the node's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidings.publication import Publication
+
+__all__ = ["Recovery", "Subscriber"]
+
+
+class Subscriber(Protocol):
+    """A connection as the hub sees it."""
+
+    def deliver(self, pub: Publication) -> None:
+        """Queue ``pub`` for sending; must not block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """The outcome of a recovery request.
+
+    Attributes:
+        recovered: True when ``publications`` is exactly what the client missed.
+        publications: the missed publications, in order (empty when not recovered).
+        skip_until: the client is ahead of this node; live pushes up to this offset are
+            duplicates for it and must be skipped (0 when not needed).
+    """
+
+    recovered: bool
+    publications: tuple[Publication, ...] = ()
+    skip_until: int = 0
