@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import orjson
 
-__all__ = ["Publication", "http_chunk", "sse_event_id", "websocket_text_frame"]
+from tidings.protocol import eventstream
+from tidings.protocol.wsframes import Opcode, encode_frame
 
-
-def websocket_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 §5.2) carrying ``payload``.
-
-    Server frames are never masked, so one frame can be written to many sockets as is.
-    """
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x81, n))
-    elif n < 1 << 16:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    return header + payload
-
-
-def http_chunk(payload: bytes) -> bytes:
-    """``payload`` as one chunk of an HTTP/1.1 chunked body (RFC 9112 §7.1)."""
-    return b"%x\r\n%b\r\n" % (len(payload), payload)
-
-
-def sse_event_id(epoch: str, offset: int) -> bytes:
-    """The SSE ``id`` of a position: ``<epoch>:<offset>``, the epoch percent-encoded.
-
-    The epoch is part of the id because a browser echoes the id back verbatim as
-    ``Last-Event-ID``: an offset alone from an earlier incarnation of the log could fall
-    inside the new one's range and be "recovered" with the wrong events.
-    """
-    return b"%b:%d" % (quote(epoch, safe="").encode("ascii"), offset)
+__all__ = ["Publication"]
 
 
 class Publication:
@@ -99,7 +70,7 @@ class Publication:
     def push_frame(self) -> bytes:
         """``push`` as a complete WebSocket frame."""
         if self._push_frame is None:
-            self._push_frame = websocket_text_frame(self.push)
+            self._push_frame = encode_frame(Opcode.TEXT, self.push)
         return self._push_frame
 
     @property
@@ -113,7 +84,7 @@ class Publication:
     def uni_frame(self) -> bytes:
         """``uni`` as a complete WebSocket frame."""
         if self._uni_frame is None:
-            self._uni_frame = websocket_text_frame(self.uni)
+            self._uni_frame = encode_frame(Opcode.TEXT, self.uni)
         return self._uni_frame
 
     def sse(self, epoch: str) -> bytes:
@@ -124,7 +95,7 @@ class Publication:
         """
         event = self._sse
         if event is None or epoch != self._sse_epoch:
-            event = b"id: %b\ndata: %b\n\n" % (sse_event_id(epoch, self.offset), self.uni)
+            event = eventstream.event(self.uni, id=eventstream.event_id(epoch, self.offset))
             self._sse = event
             self._sse_epoch = epoch
             self._sse_chunk = None
@@ -134,7 +105,7 @@ class Publication:
         """``sse(epoch)`` as one HTTP/1.1 chunk, ready for the socket."""
         event = self.sse(epoch)
         if self._sse_chunk is None:
-            self._sse_chunk = http_chunk(event)
+            self._sse_chunk = eventstream.chunk(event)
         return self._sse_chunk
 
     def __repr__(self) -> str:

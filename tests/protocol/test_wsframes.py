@@ -365,13 +365,21 @@ def test_unmask_is_the_rfc_xor(payload: bytes, mask: bytes) -> None:
 
 
 # ---------------------------------------------------------------------- server frames
-@pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
-def test_server_frames_are_final_unmasked_and_minimal(n: int) -> None:
-    out = encode_frame(Opcode.PONG, b"x" * n)
-    assert out[0] == 0x8A
-    assert not out[1] & 0x80
-    header = 2 if n < 126 else 4 if n < 65536 else 10
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.PONG])
+@pytest.mark.parametrize(
+    ("n", "header"),
+    [(0, 2), (1, 2), (125, 2), (126, 4), (127, 4), (65535, 4), (65536, 10), (70000, 10)],
+)
+def test_server_frames_are_final_unmasked_and_minimal(opcode: Opcode, n: int, header: int) -> None:
+    payload = bytes(i % 251 for i in range(n))
+    out = encode_frame(opcode, payload)
+    assert out[0] == 0x80 | opcode  # FIN, no reserved bit
+    assert not out[1] & 0x80  # never masked: one frame serves every socket
+    field = out[1] & 0x7F
+    length = {126: int.from_bytes(out[2:4], "big"), 127: int.from_bytes(out[2:10], "big")}
+    assert length.get(field, field) == n
     assert len(out) == header + n
+    assert out[header:] == payload
 
 
 def test_close_frames() -> None:

@@ -14,9 +14,8 @@ import pytest
 
 from tests.integration.conftest import ServerFactory
 from tests.integration.live import LiveServer, scaled, token, wait_until
-from tidings.protocol.messages import RecoverPosition
-from tidings.publication import Publication, sse_event_id
-from tidings.transport.sse import SseConnection, parse_event_id
+from tidings.publication import Publication
+from tidings.transport.sse import SseConnection
 
 pytestmark = pytest.mark.integration
 
@@ -125,23 +124,6 @@ def eid(server: LiveServer, offset: int) -> str:
 
 def pub_data(event: Event) -> Any:
     return event.json()["pub"]["data"]
-
-
-# ---------------------------------------------------------------------- ids and encodings
-def test_event_ids_parse_back_to_their_position() -> None:
-    assert parse_event_id("a810027e2852:42") == RecoverPosition(42, "a810027e2852")
-    odd = "ep:och\n1"  # any epoch survives the round trip, and never breaks the id line
-    encoded = sse_event_id(odd, 7)
-    assert b"\n" not in encoded
-    assert parse_event_id(encoded.decode()) == RecoverPosition(7, odd)
-    assert parse_event_id("42") == RecoverPosition(42, "")  # a bare position: this epoch
-
-
-@pytest.mark.parametrize("text", ["", "abc", "e:", "e:-1", "e:1.5", "e:99999999999999999999"])
-def test_an_unreadable_id_never_recovers(text: str) -> None:
-    position = parse_event_id(text)
-    assert position == parse_event_id("not an id")
-    assert position.epoch  # never "any epoch": recovery is refused and a gap event follows
 
 
 # ---------------------------------------------------------------------- connecting

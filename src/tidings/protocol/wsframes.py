@@ -105,7 +105,10 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
-    """An unmasked, final frame: what a server sends (RFC 6455 §5.1)."""
+    """An unmasked, final frame: what a server sends (RFC 6455 §5.1).
+
+    Server frames are never masked, so one frame can be written to many sockets as is.
+    """
     n = len(payload)
     first = 0x80 | opcode
     if n < 126:

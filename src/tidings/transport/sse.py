@@ -16,10 +16,9 @@ then every publication as its unidirectional push (``{"channel": ..., "pub": ...
 **Ids and recovery.** Every event that carries a position has ``id: <epoch>:<offset>``,
 so a browser that reconnects by itself sends ``Last-Event-ID`` and the stream resumes
 where it stopped (``?last_event_id=`` does the same for a page that reopens the stream
-itself, since a browser sends the header only on its own reconnects). The epoch is in the
-id because the position alone cannot tell incarnations of the log apart: after a restart
-of the memory log positions begin again at 1, and an old position could fall inside the
-new range. A bare number is accepted too and means "this epoch". One position serves all
+itself, since a browser sends the header only on its own reconnects). The id's format,
+and why the epoch is in it, is :mod:`tidings.protocol.eventstream`'s, which builds every
+byte of the body; this module is the transport around it. One position serves all
 of the stream's channels (a position is an offset in the one log). The server recovers
 each channel from it through the node's atomic subscribe-and-snapshot, replays what was
 missed in position order, each event with its own id, and then goes live, so nothing is
@@ -47,10 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
-from urllib.parse import unquote
 
 import orjson
 from aiohttp import hdrs, web
@@ -61,24 +58,22 @@ from tidings.channels import ChannelName
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions
 from tidings.node import Node
+from tidings.protocol import eventstream
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
-from tidings.publication import Publication, http_chunk, sse_event_id
+from tidings.publication import Publication
 from tidings.subscription import Subscriber
 from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import refuse_early
 from tidings.transport.origin import origin_allowed
 
-__all__ = ["SseConnection", "add_sse_routes", "parse_event_id"]
+__all__ = ["SseConnection", "add_sse_routes"]
 
 TOKEN_COOKIE = "tidings_token"
-_EVENT_PING = b": ping\n\n"
-_UNI_PING = b"data: {}\n\n"
+_EVENT_PING = eventstream.comment(b"ping")
+_UNI_PING = eventstream.event(b"{}")
 _CLOSE_GRACE = 2.0
-_OFFSET = re.compile(r"^[0-9]{1,18}\Z")
-#: The position of an id we cannot read: no log has this epoch, so recovery fails plainly.
-_UNREADABLE = RecoverPosition(0, "\x00")
 _REFUSAL_STATUS = {
     DisconnectCode.INVALID_TOKEN: 401,  # expired tokens too: a retry cannot succeed
     DisconnectCode.SHUTDOWN: 503,
@@ -86,23 +81,9 @@ _REFUSAL_STATUS = {
 }
 
 
-def parse_event_id(text: str) -> RecoverPosition:
-    """The position named by an SSE id: ``<epoch>:<offset>``, or a bare offset (any epoch).
-
-    An unreadable id yields a position that never recovers, so the client is told of a
-    gap rather than silently given a fresh stream.
-    """
-    epoch, _, offset = text.strip().rpartition(":")
-    if not _OFFSET.match(offset):
-        return _UNREADABLE
-    if not epoch:
-        return RecoverPosition(int(offset), "")
-    return RecoverPosition(int(offset), unquote(epoch))
-
-
 def _without_id(pub: Publication) -> bytes:
     """``pub`` as an event with no id (it shares its position with the event after it)."""
-    return b"data: %b\n\n" % pub.uni
+    return eventstream.event(pub.uni)
 
 
 class SseConnection(Connection):
@@ -156,13 +137,15 @@ class SseConnection(Connection):
                 transport.abort()
             else:
                 push = {"code": int(code), "reason": reason, "reconnect": code.reconnect}
-                transport.write(self._framing.batch([_data(orjson.dumps({"disconnect": push}))]))
+                event = eventstream.event(orjson.dumps({"disconnect": push}))
+                transport.write(self._framing.batch([event]))
         self._end()
 
     # ------------------------------------------------------------------ writer
     def send(self, lines: list[bytes]) -> None:
         """Queues the session's output (after connecting, only pings) as events."""
-        self.queue_events([self._ping if line == b"{}" else _data(line) for line in lines])
+        ping = self._ping
+        self.queue_events([ping if line == b"{}" else eventstream.event(line) for line in lines])
 
     def queue_events(self, events: list[bytes]) -> None:
         """Queues complete SSE events after whatever is pending."""
@@ -212,7 +195,7 @@ class _SseFraming:
 
     def batch(self, lines: list[bytes]) -> bytes:
         body = b"".join(lines)
-        return http_chunk(body) if self._chunked else body
+        return eventstream.chunk(body) if self._chunked else body
 
 
 class _Hangup:
@@ -226,10 +209,6 @@ class _Hangup:
 
     def feed_eof(self) -> None:
         self._on_eof()
-
-
-def _data(line: bytes) -> bytes:
-    return b"data: %b\n\n" % line
 
 
 @dataclasses.dataclass(slots=True)
@@ -313,15 +292,14 @@ class _StreamHost:
         # Publications of several channels share one log order; a stable sort keeps it.
         replay.sort(key=lambda pub: pub.offset)
         start = head if resumed_from is None else resumed_from
-        events = [b"id: %b\ndata: %b\n\n" % (sse_event_id(epoch, start), connect_push)]
+        events = [eventstream.event(connect_push, id=eventstream.event_id(epoch, start))]
         for i, pub in enumerate(replay):
             shares_next = i + 1 < len(replay) and replay[i + 1].offset == pub.offset
             events.append(_without_id(pub) if shares_next else pub.sse(epoch))
         for channel in gaps:
             gap = {"channel": channel, "recovered": False, "epoch": epoch, "offset": head}
-            events.append(
-                b"id: %b\nevent: gap\ndata: %b\n\n" % (sse_event_id(epoch, head), orjson.dumps(gap))
-            )
+            gap_id = eventstream.event_id(epoch, head)
+            events.append(eventstream.event(orjson.dumps(gap), id=gap_id, name=b"gap"))
         return events
 
 
@@ -338,7 +316,7 @@ def _bearer(request: web.Request) -> str:
 def _since(request: web.Request) -> RecoverPosition | None:
     # The header is the browser's own reconnect, so it is newer than anything in the URL.
     text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    return parse_event_id(text) if text else None
+    return eventstream.parse_event_id(text) if text else None
 
 
 async def _uni_connect_request(request: web.Request) -> ConnectRequest:

@@ -45,7 +45,7 @@ from tidings.protocol.wsframes import (
     close_frame,
     encode_frame,
 )
-from tidings.publication import Publication, websocket_text_frame
+from tidings.publication import Publication
 from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import as_response, refuse_early
 
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 BIDIRECTIONAL_PATH = "/connection/websocket"
 UNIDIRECTIONAL_PATH = "/connection/uni_websocket"
+#: Looked up once: reading an enum member costs ~60 ns on Python 3.11, and this is per flush.
+_TEXT = Opcode.TEXT
 #: Seconds a closing connection waits for the client's close frame (and for its unsent
 #: bytes to drain) before the socket is aborted.
 _CLOSE_GRACE = 2.0
@@ -100,7 +102,7 @@ class _PushFraming:
         return pub.push_frame
 
     def batch(self, lines: list[bytes]) -> bytes:
-        return websocket_text_frame(b"\n".join(lines))
+        return encode_frame(_TEXT, b"\n".join(lines))
 
 
 class _UniFraming(_PushFraming):
