@@ -1,4 +1,4 @@
-"""Routing rules: topic matching, templates, data, rejections, and random records."""
+"""Routing rules: templates, data, rejections, and random records."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tidings.errors import ConfigError
-from tidings.log.base import Record
+from tidings.record import Record
 from tidings.router import (
     CHANNEL_HEADER,
     Rejected,
@@ -19,7 +19,6 @@ from tidings.router import (
     Router,
     Rule,
     parse_routes,
-    topic_matches,
 )
 
 INVOICE = {
@@ -46,53 +45,6 @@ def route(rules: list[dict[str, Any]], rec: Record, max_bytes: int = 65536) -> R
 def rejected(result: Routed | Rejected) -> str:
     assert isinstance(result, Rejected), result
     return result.kind
-
-
-# ---------------------------------------------------------------------------- topics
-@pytest.mark.parametrize(
-    ("pattern", "key", "expected"),
-    [
-        ("a.b", "a.b", True),
-        ("a.b", "a.c", False),
-        ("a.b", "a.b.c", False),
-        ("a.*", "a.b", True),
-        ("a.*", "a", False),
-        ("a.*", "a.b.c", False),
-        ("*", "a", True),
-        ("*", "", True),  # one empty word
-        ("*", "a.b", False),
-        ("*.*", "a.b", True),
-        ("#", "", True),
-        ("#", "a", True),
-        ("#", "a.b.c", True),
-        ("a.#", "a", True),
-        ("a.#", "a.b", True),
-        ("a.#", "a.b.c", True),
-        ("a.#", "b.a", False),
-        ("#.c", "c", True),
-        ("#.c", "a.b.c", True),
-        ("#.c", "a.b.c.d", False),
-        ("a.#.c", "a.c", True),
-        ("a.#.c", "a.x.y.c", True),
-        ("a.#.c", "a.x.y", False),
-        ("#.#", "a.b", True),
-        ("a.*.#", "a", False),
-        ("a.*.#", "a.b", True),
-        ("*.b.*", "x.b.y", True),
-        ("a..b", "a..b", True),
-        ("a..b", "a.b", False),
-        ("", "", True),
-        ("", "a", False),
-        ("a.*", "a.", True),
-        ("A.b", "a.b", False),
-    ],
-)
-def test_topic_matches(pattern: str, key: str, expected: bool) -> None:
-    assert topic_matches(pattern, key) is expected
-
-
-def test_topic_matching_many_hashes_is_fast_enough() -> None:
-    assert topic_matches("#.#.#.#.#.z", ".".join("a" * 12)) is False
 
 
 # ---------------------------------------------------------------------------- parse

@@ -22,11 +22,12 @@ from tidings.config import ChannelOptions, Settings
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
-from tidings.log.base import Log, Record
+from tidings.log.base import Log
 from tidings.metrics import Metrics
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
+from tidings.record import Record
 from tidings.router import (
     CHANNEL_HEADER,
     Rejected,

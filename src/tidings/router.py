@@ -25,7 +25,8 @@ import orjson
 
 from tidings.channels import channel_problem
 from tidings.errors import ConfigError
-from tidings.log.base import Record
+from tidings.record import Record
+from tidings.topic import topic_matches
 
 __all__ = [
     "CHANNEL_HEADER",
@@ -36,7 +37,6 @@ __all__ = [
     "encode_channel_header",
     "parse_channel_header",
     "parse_routes",
-    "topic_matches",
 ]
 
 CHANNEL_HEADER = "x-tidings-channel"
@@ -102,22 +102,6 @@ def encode_channel_header(channels: Sequence[str]) -> str:
     if any("," in c for c in channels):
         return orjson.dumps(list(channels)).decode()
     return ",".join(channels)
-
-
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """AMQP topic matching: words split on ``.``, ``*`` is one word, ``#`` zero or more."""
-    return _match_words(pattern.split("."), routing_key.split("."))
-
-
-def _match_words(pat: Sequence[str], key: Sequence[str]) -> bool:
-    if not pat:
-        return not key
-    head, rest = pat[0], pat[1:]
-    if head == "#":
-        return any(_match_words(rest, key[i:]) for i in range(len(key) + 1))
-    if not key:
-        return False
-    return (head in ("*", key[0])) and _match_words(rest, key[1:])
 
 
 def parse_routes(raw: Sequence[Mapping[str, Any]]) -> list[Rule]:

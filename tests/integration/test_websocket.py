@@ -11,7 +11,7 @@ import pytest
 from tests.integration.conftest import ServerFactory
 from tests.integration.live import LiveServer, connected, open_ws, token, wait_until
 from tidings import __version__
-from tidings.log.base import Record
+from tidings.record import Record
 from tidings.router import CHANNEL_HEADER
 from tidings.transport.websocket import WebSocketConnection
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from tidings.log.base import Record
 from tidings.log.memory import MemoryLog
+from tidings.record import Record
 
 
 class Consumer:

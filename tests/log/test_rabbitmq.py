@@ -24,9 +24,9 @@ import pytest
 
 from tests.integration.live import free_port
 from tidings.config import AmqpSettings
-from tidings.log.base import Record
 from tidings.log.epoch import CONTROL_HEADER, Marker
 from tidings.log.rabbitmq import RabbitMqLog, SourceError
+from tidings.record import Record
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tidings.log.base import Log, LogConsumer, Record
+from tidings.log.base import Log, LogConsumer
 
-__all__ = ["Log", "LogConsumer", "Record"]
+__all__ = ["Log", "LogConsumer"]

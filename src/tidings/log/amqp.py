@@ -48,7 +48,7 @@ from yarl import URL
 from tidings.config import AmqpSettings
 from tidings.errors import TidingsError
 from tidings.log.message import StreamMessage, from_delivery
-from tidings.router import topic_matches
+from tidings.topic import topic_matches
 
 __all__ = [
     "SourceError",

@@ -3,36 +3,21 @@
 A log hands the node every event in position order, exactly once per position while the
 node runs, and names its incarnation with an *epoch*. Positions are the log's own
 offsets: the same event has the same position on every node reading the same log.
+
+Two backends implement exactly this interface: :mod:`tidings.log.memory`, the reference
+(one process, a few lines per method), and :mod:`tidings.log.rabbitmq`, a RabbitMQ stream
+read whole by every node. The node is the only :class:`LogConsumer`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Log", "LogConsumer", "Record"]
+from tidings.record import Record
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One event as the log delivers it.
-
-    Attributes:
-        position: the log offset, starting at 1 (the SDKs treat 0 as "no position");
-            strictly increasing, not contiguous per channel.
-        routing_key: the AMQP routing key the event was published with.
-        headers: AMQP headers, values as the broker decoded them.
-        body: the raw message body.
-        timestamp: seconds since the Unix epoch when the log took the event.
-    """
-
-    position: int
-    routing_key: str
-    body: bytes
-    timestamp: float
-    headers: Mapping[str, object] = field(default_factory=dict)
+__all__ = ["Log", "LogConsumer"]
 
 
 class LogConsumer(Protocol):
@@ -43,9 +28,6 @@ class LogConsumer(Protocol):
 
     def on_epoch(self, epoch: str) -> None:
         """The log changed incarnation: positions restarted, history must be dropped."""
-
-    def on_reject(self, record: Record, kind: str, reason: str) -> None:
-        """A record the log itself could not take (e.g. over the size limit)."""
 
 
 class Log(abc.ABC):

@@ -12,7 +12,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from tidings.log.base import Log, LogConsumer, Record
+from tidings.log.base import Log, LogConsumer
+from tidings.record import Record
 
 __all__ = ["MemoryLog"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
-from tidings.log.base import Record
 from tidings.log.epoch import CONTROL_HEADER, Control, parse_control
+from tidings.record import Record
 
 __all__ = [
     "POSITION_HEADER",

@@ -104,7 +104,7 @@ from tidings.log.amqp import (
     publish_to_stream,
     reaches_stream,
 )
-from tidings.log.base import Log, LogConsumer, Record
+from tidings.log.base import Log, LogConsumer
 from tidings.log.epoch import (
     Beacon,
     BeaconScan,
@@ -115,6 +115,7 @@ from tidings.log.epoch import (
 )
 from tidings.log.message import StreamMessage, control_of, decode, fingerprint, from_delivery
 from tidings.log.stream_protocol import StreamProtocolReader
+from tidings.record import Record
 
 __all__ = ["RabbitMqLog", "SourceError"]
 
