@@ -1,54 +1,16 @@
-"""The pure rules of epoch beacons and markers (no broker)."""
+"""The epoch: the pure rules of a beacon scan, then the epoch a real RabbitMQ stream gets
+(shared by its nodes, kept across restarts, minted once for nodes starting together)."""
 
 from __future__ import annotations
 
-from tidings.log.epoch import (
-    CONTROL_HEADER,
-    Beacon,
-    BeaconScan,
-    Marker,
-    ScanResult,
-    UnknownControl,
-    new_epoch,
-    parse_control,
-)
+import asyncio
+import logging
 
-STREAM = "tidings.log"
+import pytest
 
-
-def test_beacon_and_marker_round_trip_through_headers() -> None:
-    beacon = Beacon("abc123", 41)
-    marker = Marker.new()
-    assert parse_control("", STREAM, STREAM, beacon.headers()) == beacon
-    assert parse_control("", STREAM, STREAM, marker.headers()) == marker
-
-
-def test_only_messages_published_to_the_stream_itself_are_control() -> None:
-    headers = Beacon("abc123", 1).headers()
-    assert parse_control("app", STREAM, STREAM, headers) is None
-    assert parse_control("", "other.queue", STREAM, headers) is None
-    assert parse_control("", STREAM, STREAM, {"account_id": 42}) is None
-
-
-def test_unknown_or_malformed_control_is_skipped_not_delivered() -> None:
-    assert parse_control("", STREAM, STREAM, {CONTROL_HEADER: "future"}) == UnknownControl("future")
-    broken = {CONTROL_HEADER: "beacon", "x-tidings-epoch": "e", "x-tidings-seen": "1"}
-    assert isinstance(parse_control("", STREAM, STREAM, broken), UnknownControl)
-    assert isinstance(
-        parse_control("", STREAM, STREAM, {CONTROL_HEADER: b"marker"}), UnknownControl
-    )
-
-
-def test_header_values_decoded_as_bytes_are_accepted() -> None:
-    headers = {CONTROL_HEADER: b"beacon", "x-tidings-epoch": b"e1", "x-tidings-seen": 3}
-    assert parse_control("", STREAM, STREAM, headers) == Beacon("e1", 3)
-
-
-def test_a_beacon_is_stale_unless_written_after_what_its_writer_had_read() -> None:
-    assert not Beacon("e", -1).is_stale(0)
-    assert not Beacon("e", 9).is_stale(10)
-    assert Beacon("e", 10).is_stale(10)
-    assert Beacon("e", 5000).is_stale(3)
+from tests.log.live import SCALE, Collector, Names, delete_queue, make_log, read_stream
+from tidings.log.control import CONTROL_HEADER, Beacon, Marker
+from tidings.log.epoch import BeaconScan, ScanResult, new_epoch
 
 
 def test_scan_takes_the_first_usable_beacon() -> None:
@@ -75,3 +37,64 @@ def test_scan_skips_a_distrusted_epoch() -> None:
 def test_new_epochs_differ() -> None:
     assert len({new_epoch() for _ in range(100)}) == 100
     assert len(new_epoch()) == 12
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.integration
+async def test_the_epoch_is_shared_and_survives_restarts(names: Names) -> None:
+    settings = names.settings()
+    a = make_log(settings, beacon_interval=0.4 * SCALE)
+    await a.start(Collector(), warm_seconds=0)
+    try:
+        await asyncio.sleep(1.5 * SCALE)  # a few beacon intervals
+        b = make_log(settings, beacon_interval=0.4 * SCALE)
+        await b.start(Collector(), warm_seconds=0)
+        assert b.epoch == a.epoch
+        await b.close()
+    finally:
+        await a.close()
+    again = make_log(settings)
+    await again.start(Collector(), warm_seconds=0)
+    await again.close()
+    assert again.epoch == a.epoch
+    beacons = [
+        h for _, _, h in await read_stream(names.stream) if h.get(CONTROL_HEADER) == "beacon"
+    ]
+    assert len(beacons) >= 2, "beacons were not refreshed"
+    assert {h["x-tidings-epoch"] for h in beacons} == {a.epoch}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.integration
+async def test_the_warm_up_read_names_the_epoch_without_a_scan(
+    names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = make_log(names.settings())
+    await first.start(Collector(), warm_seconds=0)
+    await first.close()
+    caplog.set_level(logging.INFO, logger="tidings.log.rabbitmq")
+    caplog.clear()
+    log = make_log(names.settings())
+    await log.start(Collector(), warm_seconds=3600)  # longer than 3 beacon intervals
+    try:
+        assert log.epoch == first.epoch
+        assert not any("no epoch beacon" in r.getMessage() for r in caplog.records)
+    finally:
+        await log.close()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.integration
+async def test_concurrent_starts_on_a_fresh_stream_agree(names: Names) -> None:
+    logs = [make_log(names.settings()) for _ in range(4)]
+    first = logs[0]
+    await first.start(Collector(), warm_seconds=0)  # the exchange and stream exist now
+    await first.close()
+    await delete_queue(names.stream)
+    try:
+        await asyncio.gather(*(log.start(Collector(), warm_seconds=0) for log in logs[1:]))
+        assert len({log.epoch for log in logs[1:]}) == 1
+        assert logs[1].epoch != first.epoch
+    finally:
+        for log in logs:
+            await log.close()

@@ -11,7 +11,7 @@ from pamqp import commands as spec
 from pamqp.header import ContentHeader
 from rstream import Properties
 
-from tidings.log.epoch import Beacon, Marker
+from tidings.log.control import Beacon, Marker
 from tidings.log.message import (
     StreamMessage,
     control_of,

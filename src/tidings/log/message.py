@@ -15,7 +15,7 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
-from tidings.log.epoch import CONTROL_HEADER, Control, parse_control
+from tidings.log.control import CONTROL_HEADER, Control, parse_control
 from tidings.record import Record
 
 __all__ = [
