@@ -13,10 +13,10 @@ from tests.fakes import Sink, settings
 from tests.transport.memory import MemoryTransport, server_frames
 from tidings.codes import DisconnectCode
 from tidings.config import ClientSettings, Settings
-from tidings.log.base import Record
 from tidings.log.memory import MemoryLog
 from tidings.node import Node, PublishError
 from tidings.protocol.session import Session
+from tidings.record import Record
 from tidings.router import CHANNEL_HEADER
 from tidings.transport.websocket import WebSocketConnection
 
