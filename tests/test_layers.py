@@ -34,8 +34,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("wire formats", ("tidings.protocol", "tidings.publication")),
-    ("what flows", ("tidings.log.base", "tidings.subscription")),
-    ("rules", ("tidings.router", "tidings.config", "tidings.channels", "tidings.auth")),
+    ("what flows", ("tidings.record", "tidings.log.base", "tidings.subscription")),
+    (
+        "rules",
+        ("tidings.router", "tidings.topic", "tidings.config", "tidings.channels", "tidings.auth"),
+    ),
     ("protocol core", ("tidings.protocol.session",)),
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
