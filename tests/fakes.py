@@ -28,7 +28,7 @@ from tidings.hub import Hub
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
-from tidings.subscription import Subscriber
+from tidings.subscription import HistoryPage, Subscriber
 
 #: A 32-byte HMAC secret (the minimum the config accepts).
 SECRET = "test-secret-0123456789abcdefghij"
@@ -109,6 +109,7 @@ class FakeHost:
         self.released: list[Session] = []
         self.errors: list[ErrorCode] = []
         self.subscribe_calls: list[tuple[Subscriber, str, RecoverPosition | None]] = []
+        self.history_calls: list[tuple[str, int, RecoverPosition | None, bool]] = []
 
     # SessionHost
     def authenticate(self, token: str) -> ConnectionClaims:
@@ -157,6 +158,23 @@ class FakeHost:
 
     def count_error(self, code: ErrorCode) -> None:
         self.errors.append(code)
+
+    def read_history(
+        self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
+    ) -> HistoryPage | None:
+        self.history_calls.append((channel, limit, since, reverse))
+        options = self._options(channel)
+        return self.history.read(
+            channel,
+            limit=limit,
+            since=since,
+            reverse=reverse,
+            epoch=self.epoch,
+            head=self.head,
+            size=options.history_size,
+            ttl=options.history_ttl,
+            now=self.now,
+        )
 
     # test helpers
     def _options(self, channel: str) -> ChannelOptions:

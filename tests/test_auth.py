@@ -143,10 +143,12 @@ class TestConnection:
         body = _b64(json.dumps({"sub": "a"}).encode())
         refused(verifier(), f"{header}.{body}.", "algorithm")
 
-    def test_missing_sub(self) -> None:
-        refused(verifier(), sign({"exp": int(NOW) + 60}), "sub")
+    @pytest.mark.parametrize("claims", [{}, {"sub": ""}])
+    def test_missing_or_empty_sub_is_anonymous(self, claims: dict[str, Any]) -> None:
+        tok = sign({"exp": int(NOW) + 60, **claims})
+        assert verifier().connection(tok) == ConnectionClaims("", int(NOW) + 60, (), None)
 
-    @pytest.mark.parametrize("sub", [42, None, ["a"], {"a": 1}])
+    @pytest.mark.parametrize("sub", [42, None, False, ["a"], {"a": 1}])
     def test_sub_must_be_a_string(self, sub: Any) -> None:
         refused(verifier(), sign({"sub": sub}), "(?i)sub")
 

@@ -250,3 +250,16 @@ async def test_publish_through_a_running_node_and_stop_with_sigterm(tmp_path: Pa
 
 async def _run_async(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(run, *args, **env)
+
+
+def test_check_config_shows_insecure_mode_and_warns() -> None:
+    done = run("check-config", "--insecure")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["client"]["insecure"] is True
+    assert "INSECURE MODE" in done.stderr
+
+
+def test_insecure_mode_is_refused_on_a_public_host() -> None:
+    done = run("check-config", "--insecure", "--host", "0.0.0.0")
+    assert done.returncode == 2
+    assert done.stderr.startswith("tidings: invalid setting client.insecure: refused on")

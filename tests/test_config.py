@@ -338,6 +338,38 @@ class TestErrors:
         assert "demo" in info.value.reason
 
 
+# ---------------------------------------------------------------------------- insecure
+class TestInsecure:
+    def test_off_by_default(self) -> None:
+        assert load_settings(None, BASE_ENV).client.insecure is False
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+    def test_runs_on_loopback_without_a_secret(self, host: str) -> None:
+        env = {"TIDINGS_CLIENT_INSECURE": "true", "TIDINGS_SERVER_HOST": host}
+        s = load_settings(None, env)
+        assert s.client.insecure and s.auth.hmac_secret is None
+
+    @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "tidings.example.com"])
+    def test_refused_on_a_public_host(self, host: str) -> None:
+        env = {**BASE_ENV, "TIDINGS_CLIENT_INSECURE": "1", "TIDINGS_SERVER_HOST": host}
+        with pytest.raises(ConfigError) as info:
+            load_settings(None, env)
+        assert info.value.key == "client.insecure"
+        assert "client.insecure_on_public_host" in info.value.reason
+
+    def test_a_public_host_when_forced(self) -> None:
+        env = {
+            "TIDINGS_CLIENT_INSECURE": "1",
+            "TIDINGS_CLIENT_INSECURE_ON_PUBLIC_HOST": "1",
+            "TIDINGS_SERVER_HOST": "0.0.0.0",
+        }
+        assert load_settings(None, env).client.insecure
+
+    def test_forcing_alone_changes_nothing(self) -> None:
+        env = {**BASE_ENV, "TIDINGS_CLIENT_INSECURE_ON_PUBLIC_HOST": "1"}
+        assert load_settings(None, env).client.insecure is False
+
+
 # ---------------------------------------------------------------------------- masked
 class TestMasked:
     def test_secrets_are_hidden(self, tmp_path: Path) -> None:
@@ -390,6 +422,8 @@ url = "amqps://tidings:s3cr%40t@rabbit.example:5671/vhost"
             "allow_subscribe": True,
             "require_subscription_token": False,
             "allow_anonymous": False,
+            "allow_history_for_subscriber": False,
+            "allow_history_for_client": False,
         }
 
 

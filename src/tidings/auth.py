@@ -135,9 +135,11 @@ class TokenVerifier:
         claims = self._decode(token)
         if "channel" in claims:
             raise TokenError("a subscription token cannot open a connection")
-        user = claims.get("sub")
+        # An empty or missing sub is an anonymous connection (Centrifugo's rule); what it
+        # may do is then up to each namespace's allow_anonymous.
+        user = claims.get("sub", "")
         if not isinstance(user, str):
-            raise TokenError("missing claim sub")
+            raise TokenError("sub must be a string")
         _check_name("sub", name_problem(user, NameKind.USER))
         expires_at = self._expiry(claims)
         channels = claims.get("channels", [])

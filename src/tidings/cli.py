@@ -28,6 +28,11 @@ __all__ = ["main"]
 
 log = logging.getLogger("tidings")
 
+INSECURE_WARNING = (
+    "INSECURE MODE (client.insecure): anyone may connect without a token and subscribe to, "
+    "read the history of and publish to every channel. For development only."
+)
+
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML settings file (default: $TIDINGS_CONFIG)")
@@ -45,6 +50,13 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="demo mode: the demo page mints tokens; never expose it to the internet",
+    )
+    p.add_argument(
+        "--insecure",
+        dest="client.insecure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="development only: no token needed, every channel open to every client",
     )
     p.add_argument(
         "--allowed-origin",
@@ -122,6 +134,8 @@ def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
         log.warning(
             "DEMO MODE: the demo page mints tokens for any user. Never expose this to a network."
         )
+    if settings.client.insecure:
+        log.warning(INSECURE_WARNING)
     if not settings.amqp.url:
         log.info("no amqp.url set: using the embedded in-memory log (one process, no durability)")
     from tidings.server import run
@@ -216,6 +230,8 @@ def cmd_check_config(args: argparse.Namespace, env: dict[str, str]) -> int:
     """Validates the settings and prints them with secrets masked."""
     settings = _load(args, env)
     print(json.dumps(masked(settings), indent=2, sort_keys=True))
+    if settings.client.insecure:
+        print(f"tidings: warning: {INSECURE_WARNING}", file=sys.stderr)
     return 0
 
 

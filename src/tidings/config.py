@@ -8,6 +8,7 @@ reason. Nothing else in tidings reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -28,6 +29,7 @@ __all__ = [
     "NamespaceSettings",
     "ServerSettings",
     "Settings",
+    "is_loopback",
     "load_settings",
     "masked",
 ]
@@ -122,6 +124,14 @@ class ClientSettings:
     max_connections_per_user: int = _bounded(100, 0)
     #: New connections accepted per client IP per second; 0 means no limit.
     connections_per_ip_per_second: int = _bounded(50, 0)
+    #: Most publications one client ``history`` call returns (a larger or negative
+    #: ``limit`` is cut to this); the server API is bounded by ``history_size`` only.
+    history_max_limit: int = _bounded(300, 1)
+    #: Development only: connections without a token are accepted, and every client may
+    #: subscribe to, read the history of and publish to any channel of a known namespace.
+    insecure: bool = False
+    #: Lets ``insecure`` run on a non-loopback ``server.host``; refused otherwise.
+    insecure_on_public_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +146,11 @@ class ChannelOptions:
     require_subscription_token: bool = False
     #: Connections without a user (``sub`` "") may subscribe here.
     allow_anonymous: bool = False
+    #: Clients subscribed to a channel may read its history (``history`` command).
+    allow_history_for_subscriber: bool = False
+    #: Clients may read the history of any channel they could subscribe to by themselves,
+    #: subscribed or not.
+    allow_history_for_client: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +365,16 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _validate(s: Settings) -> None:
     """Cross-field checks that no single value shows."""
     if s.server.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -366,11 +391,23 @@ def _validate(s: Settings) -> None:
         raise ConfigError("auth.hmac_secret", "must be at least 32 bytes long (RFC 7518 §3.2)")
     if s.api.key is not None and len(s.api.key) < 16:
         raise ConfigError("api.key", "must be at least 16 characters long")
-    if not s.server.demo and not (s.auth.hmac_secret or s.auth.public_key):
+    if s.client.insecure and not s.client.insecure_on_public_host and not is_loopback(
+        s.server.host
+    ):
+        raise ConfigError(
+            "client.insecure",
+            f"refused on the non-loopback server.host {s.server.host!r}: insecure mode lets "
+            "anyone connect without a token and read or publish anywhere; set "
+            "client.insecure_on_public_host = true to force it",
+        )
+    if not (s.server.demo or s.client.insecure) and not (
+        s.auth.hmac_secret or s.auth.public_key
+    ):
         raise ConfigError(
             "auth.hmac_secret",
             "no token secret or public key is set; set one (TIDINGS_AUTH_HMAC_SECRET) "
-            "or run in demo mode (--demo), which must never face the internet",
+            "or run in demo mode (--demo) or insecure mode (client.insecure), which must "
+            "never face the internet",
         )
     if s.auth.public_key is not None:
         text = s.auth.public_key

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from tidings.protocol.messages import RecoverPosition
 from tidings.publication import Publication
-from tidings.subscription import Recovery
+from tidings.subscription import HistoryPage, Recovery
 
 __all__ = ["ChannelWindow", "History", "Kept"]
 
@@ -130,6 +130,66 @@ class History:
             if offset > after
         )
         return Recovery(True, missed)
+
+    def read(
+        self,
+        channel: str,
+        *,
+        limit: int,
+        since: RecoverPosition | None,
+        reverse: bool,
+        epoch: str,
+        head: int,
+        size: int,
+        ttl: float,
+        now: float,
+    ) -> HistoryPage | None:
+        """A page of ``channel``'s retained publications, or None when ``since`` cannot be
+        served (another epoch, or publications after it are no longer all held).
+
+        Args:
+            channel: the channel.
+            limit: at most this many publications; 0 for none (the position only), a
+                negative number for all that are held.
+            since: only publications after its offset (before it when ``reverse``).
+            reverse: newest first.
+            epoch: the log's current epoch.
+            head: the last position the node has processed.
+            size: the namespace's history size.
+            ttl: the namespace's history TTL in seconds.
+            now: the current Unix time.
+        """
+        if since is not None and since.epoch and since.epoch != epoch:
+            return None
+        window = self._windows.get(channel)
+        if window is not None:
+            window.trim(size, ttl, now)
+        complete_since = window.complete_since if window is not None else self.floor
+        if since is not None and not reverse and since.offset < complete_since:
+            # The oldest publications after ``since`` are gone: a page would skip them.
+            return None
+        if limit == 0 or window is None:
+            return HistoryPage((), epoch, head)
+        items = list(window.items)
+        if since is not None:
+            if reverse:
+                items = [kept for kept in items if kept[0] < since.offset]
+            else:
+                items = [kept for kept in items if kept[0] > since.offset]
+        if reverse:
+            items.reverse()
+        if limit > 0:
+            items = items[:limit]
+        pubs = tuple(Publication(channel, offset, data, stamp) for offset, stamp, data in items)
+        return HistoryPage(pubs, epoch, head)
+
+    def remove(self, channel: str, position: int) -> None:
+        """Forgets ``channel``'s publications up to ``position`` (``history_remove``)."""
+        window = self._windows.get(channel)
+        if window is None:
+            window = self._windows[channel] = ChannelWindow(position)
+        window.items.clear()
+        window.complete_since = max(window.complete_since, position)
 
     def sweep(self, now: float, options_for: Callable[[str], tuple[int, float]]) -> int:
         """Trims every window by TTL and forgets empty windows that prove nothing beyond

@@ -35,7 +35,7 @@ from tidings.router import (
     encode_channel_header,
     parse_routes,
 )
-from tidings.subscription import Subscriber
+from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 
 __all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Node", "PublishError"]
@@ -344,6 +344,24 @@ class Node:
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
         self.metrics.subscriptions.set(self.hub.subscriptions)
+
+    def read_history(
+        self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
+    ) -> HistoryPage | None:
+        """A page of ``channel``'s history as this node holds it (every node reads the whole
+        log, so every node holds the same history once it has caught up)."""
+        size, ttl = self._history_limits(channel)
+        return self.history.read(
+            channel,
+            limit=limit,
+            since=since,
+            reverse=reverse,
+            epoch=self.log.epoch,
+            head=self.head,
+            size=size,
+            ttl=ttl,
+            now=self.clock(),
+        )
 
     def count_error(self, code: ErrorCode) -> None:
         self.metrics.errors.labels(str(int(code))).inc()

@@ -2,8 +2,9 @@
 
 A subscription joins a :class:`Subscriber` (the handle publications are delivered to: a
 connection's writer) to a channel, and may ask to recover what it missed, which yields a
-:class:`Recovery`. The types live here, below the session and the hub, so that the
-protocol core can name them without importing the node's state.
+:class:`Recovery`; reading a channel's history yields a :class:`HistoryPage`. The types
+live here, below the session and the hub, so that the protocol core can name them without
+importing the node's state.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Protocol
 
 from tidings.publication import Publication
 
-__all__ = ["Recovery", "Subscriber"]
+__all__ = ["HistoryPage", "Recovery", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -37,3 +38,19 @@ class Recovery:
     recovered: bool
     publications: tuple[Publication, ...] = ()
     skip_until: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """The answer to a history query.
+
+    Attributes:
+        publications: in the order asked (oldest first, or newest first when reversed).
+        epoch: the log's epoch.
+        offset: the node's current position in the log, the point a client reading this
+            page may later recover from.
+    """
+
+    publications: tuple[Publication, ...]
+    epoch: str
+    offset: int

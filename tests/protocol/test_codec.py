@@ -128,7 +128,7 @@ class TestMethods:
         assert command.raw == {"id": 4, "teleport": {"x": 1}}
 
     @pytest.mark.parametrize(
-        "method", ["publish", "presence", "presence_stats", "history", "ping", "rpc", "send"]
+        "method", ["publish", "presence", "presence_stats", "ping", "rpc", "send"]
     )
     def test_methods_without_a_request_type(self, method: str) -> None:
         command = one({"id": 1, method: {"channel": "x"}})

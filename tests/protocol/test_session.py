@@ -10,7 +10,7 @@ import pytest
 from tests.fakes import SECRET, T0, WALL, Client, FakeHost, settings, token
 from tidings import __version__
 from tidings.codes import DisconnectCode
-from tidings.config import ClientSettings
+from tidings.config import ClientSettings, NamespaceSettings
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.session import SessionState
 
@@ -97,7 +97,7 @@ class TestConnect:
             token(secret="another-secret-0123456789abcdefgh"),
             "not.a.jwt",
             "garbage",
-            token(sub=None),
+            token(sub=42),
             token(channel="news"),  # a subscription token cannot open a connection
             token(sub="\ud800"),
             token(sub="al\x00ice"),
@@ -107,7 +107,7 @@ class TestConnect:
             "bad-signature",
             "malformed",
             "garbage",
-            "no-sub",
+            "sub-not-a-string",
             "subscription-token",
             "sub-lone-surrogate",
             "sub-nul",
@@ -612,7 +612,7 @@ class TestSubRefresh:
 # ---------------------------------------------------------------------------- other methods
 class TestOtherMethods:
     @pytest.mark.parametrize(
-        "method", ["publish", "presence", "presence_stats", "history", "rpc", "ping"]
+        "method", ["publish", "presence", "presence_stats", "rpc", "ping"]
     )
     def test_unsupported_methods_108(self, alice: Client, method: str) -> None:
         out = alice.raw(orjson.dumps({"id": 7, method: {"channel": "news", "data": {}}}))
@@ -908,3 +908,219 @@ class TestUnidirectional:
 
 def test_secret_is_long_enough() -> None:
     assert len(SECRET.encode()) >= 32
+
+
+# ---------------------------------------------------------------------------- history
+def history_host(*, insecure: bool = False, anonymous: bool = False) -> FakeHost:
+    """Namespaces for every history permission: subscribers only, any client, neither, off."""
+    return FakeHost(
+        settings(
+            client=ClientSettings(insecure=insecure, history_max_limit=3),
+            namespaces=[
+                NamespaceSettings(name="subs", allow_history_for_subscriber=True),
+                NamespaceSettings(
+                    name="any", allow_history_for_client=True, allow_anonymous=anonymous
+                ),
+                NamespaceSettings(name="none"),
+                NamespaceSettings(
+                    name="off", history_size=0, allow_history_for_subscriber=True
+                ),
+                NamespaceSettings(
+                    name="secret", allow_history_for_client=True, require_subscription_token=True
+                ),
+            ],
+        ),
+        anonymous=anonymous,
+    )
+
+
+class TestHistory:
+    @pytest.fixture
+    def hhost(self) -> FakeHost:
+        host = history_host()
+        for n in range(1, 6):
+            host.publish("any:feed", {"n": n})
+            host.publish("subs:feed", {"n": n})
+        return host
+
+    @pytest.fixture
+    def bob(self, hhost: FakeHost) -> Client:
+        c = Client(hhost)
+        c.connect(token("bob"))
+        return c
+
+    def history(self, c: Client, **body: Any) -> dict[str, Any]:
+        reply = c.send({"id": 9, "history": body})
+        assert len(reply) == 1 and reply[0]["id"] == 9, reply
+        return reply[0]
+
+    def test_exact_reply(self, bob: Client, hhost: FakeHost) -> None:
+        out = bob.raw(b'{"id":9,"history":{"channel":"any:feed","limit":2}}')
+        assert out == [
+            b'{"id":9,"history":{"epoch":"ep1","offset":10,"publications":'
+            b'[{"data":{"n":1},"offset":1},{"data":{"n":2},"offset":3}]}}'
+        ]
+
+    def test_limit_zero_gives_the_position_only(self, bob: Client) -> None:
+        assert self.history(bob, channel="any:feed") == {
+            "id": 9,
+            "history": {"epoch": "ep1", "offset": 10},
+        }
+
+    @pytest.mark.parametrize("limit", [-1, 100])
+    def test_limit_is_capped_by_the_client_setting(self, bob: Client, limit: int) -> None:
+        pubs = self.history(bob, channel="any:feed", limit=limit)["history"]["publications"]
+        assert [p["offset"] for p in pubs] == [1, 3, 5]
+
+    def test_reverse(self, bob: Client) -> None:
+        pubs = self.history(bob, channel="any:feed", limit=2, reverse=True)["history"]
+        assert [p["data"]["n"] for p in pubs["publications"]] == [5, 4]
+
+    def test_since(self, bob: Client) -> None:
+        since = {"offset": 5, "epoch": "ep1"}
+        result = self.history(bob, channel="any:feed", limit=-1, since=since)
+        assert [p["offset"] for p in result["history"]["publications"]] == [7, 9]
+
+    def test_since_reverse_reads_older_ones(self, bob: Client) -> None:
+        result = self.history(
+            bob, channel="any:feed", limit=2, reverse=True, since={"offset": 7, "epoch": ""}
+        )
+        assert [p["offset"] for p in result["history"]["publications"]] == [5, 3]
+
+    def test_since_at_the_top_is_empty(self, bob: Client) -> None:
+        result = self.history(bob, channel="any:feed", limit=5, since={"offset": 10})
+        assert result["history"] == {"epoch": "ep1", "offset": 10}
+
+    def test_since_another_epoch_112(self, bob: Client) -> None:
+        result = self.history(bob, channel="any:feed", limit=5, since={"offset": 3, "epoch": "x"})
+        assert result == error(9, 112, "unrecoverable position")
+
+    def test_since_before_what_is_held_112(self, hhost: FakeHost) -> None:
+        small = FakeHost(
+            settings(
+                namespaces=[
+                    NamespaceSettings(name="any", history_size=2, allow_history_for_client=True)
+                ]
+            )
+        )
+        for n in range(4):
+            small.publish("any:feed", n)
+        c = Client(small)
+        c.connect(token("bob"))
+        assert self.history(c, channel="any:feed", limit=5, since={"offset": 1})["error"] == {
+            "code": 112,
+            "message": "unrecoverable position",
+        }
+        ok = self.history(c, channel="any:feed", limit=5, since={"offset": 2})["history"]
+        assert [p["offset"] for p in ok["publications"]] == [3, 4]
+
+    def test_reverse_since_zero_is_a_bad_request(self, bob: Client) -> None:
+        result = self.history(bob, channel="any:feed", reverse=True, since={"offset": 0})
+        assert result["error"]["code"] == 107
+
+    def test_subscriber_only_namespace(self, bob: Client) -> None:
+        assert self.history(bob, channel="subs:feed", limit=1) == error(
+            9, 103, "permission denied"
+        )
+        bob.send({"id": 2, "subscribe": {"channel": "subs:feed"}})
+        pubs = self.history(bob, channel="subs:feed", limit=1)["history"]["publications"]
+        assert pubs == [{"data": {"n": 1}, "offset": 2}]
+
+    def test_not_allowed_by_default(self, bob: Client) -> None:
+        bob.send({"id": 2, "subscribe": {"channel": "none:feed"}})
+        assert self.history(bob, channel="none:feed") == error(9, 103, "permission denied")
+
+    def test_history_off_108(self, bob: Client) -> None:
+        bob.send({"id": 2, "subscribe": {"channel": "off:feed"}})
+        assert self.history(bob, channel="off:feed") == error(
+            9, 108, "history is off for this channel"
+        )
+
+    def test_unknown_namespace_102(self, bob: Client) -> None:
+        assert self.history(bob, channel="nope:feed")["error"]["code"] == 102
+
+    @pytest.mark.parametrize("channel", ["any:user#alice", "secret:feed", "any:$x"])
+    def test_for_client_never_opens_what_subscribing_refuses(
+        self, bob: Client, channel: str
+    ) -> None:
+        assert self.history(bob, channel=channel)["error"]["code"] == 103
+
+    def test_for_client_on_ones_own_user_channel(self, bob: Client) -> None:
+        assert "history" in self.history(bob, channel="any:user#bob")
+
+    def test_anonymous_only_where_the_namespace_allows_it(self) -> None:
+        for anonymous, expected in ((False, 103), (True, None)):
+            c = Client(history_host(anonymous=anonymous))
+            c.connect(token(""))
+            reply = self.history(c, channel="any:feed")
+            assert reply.get("error", {}).get("code") == expected
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"channel": "any:feed", "limit": "5"},
+            {"channel": "any:feed", "limit": 2**31},
+            {"channel": "any:feed", "since": 5},
+            {"channel": "any:feed", "since": {"offset": -1}},
+            {"channel": "any:feed", "reverse": "yes"},
+        ],
+    )
+    def test_bad_request_107(self, bob: Client, body: dict[str, Any]) -> None:
+        assert self.history(bob, **body)["error"]["code"] == 107
+        assert bob.session.close_code is None
+
+
+# ---------------------------------------------------------------------------- insecure mode
+class TestInsecure:
+    def test_connect_without_a_token(self) -> None:
+        c = Client(history_host(insecure=True))
+        c.connect("")
+        assert c.session.user == ""
+
+    def test_a_token_still_names_the_user(self) -> None:
+        c = Client(history_host(insecure=True))
+        c.connect(token("carol"))
+        assert c.session.user == "carol"
+
+    @pytest.mark.parametrize("channel", ["$secret", "secret:feed", "user#alice", "none:x"])
+    def test_subscribe_anywhere(self, channel: str) -> None:
+        c = Client(history_host(insecure=True))
+        c.connect("")
+        reply = c.send({"id": 2, "subscribe": {"channel": channel}})
+        assert "subscribe" in reply[0], reply
+
+    def test_history_anywhere(self) -> None:
+        c = Client(history_host(insecure=True))
+        c.connect("")
+        assert "history" in c.send({"id": 2, "history": {"channel": "none:x"}})[0]
+
+    def test_unknown_namespaces_stay_unknown(self) -> None:
+        c = Client(history_host(insecure=True))
+        c.connect("")
+        assert c.send({"id": 2, "subscribe": {"channel": "nope:x"}})[0]["error"]["code"] == 102
+
+    def test_off_by_default(self) -> None:
+        c = Client(history_host())
+        assert c.send({"id": 1, "connect": {}}) == []
+        assert c.session.close_code == DisconnectCode.INVALID_TOKEN
+
+
+# ---------------------------------------------------------------------------- anonymous tokens
+class TestAnonymousToken:
+    @pytest.mark.parametrize("sub", ["", None])
+    def test_empty_or_missing_sub_connects_anonymously(
+        self, client: Client, sub: str | None
+    ) -> None:
+        client.connect(token(sub))
+        assert client.session.user == ""
+        assert client.session.close_code is None
+
+    def test_anonymous_subscribes_only_where_allowed(self, client: Client) -> None:
+        client.connect(token(""))
+        assert client.send({"id": 2, "subscribe": {"channel": "news"}})[0]["error"]["code"] == 103
+        assert "subscribe" in client.send({"id": 3, "subscribe": {"channel": "public:x"}})[0]
+
+    def test_server_side_channels_of_an_anonymous_token(self, client: Client) -> None:
+        result = client.connect(token("", channels=["news"]))
+        assert "news" in result["subs"]

@@ -15,6 +15,7 @@ from tidings.codes import ErrorCode
 from tidings.protocol.messages import (
     Command,
     ConnectRequest,
+    HistoryRequest,
     RecoverPosition,
     RefreshRequest,
     Request,
@@ -209,12 +210,25 @@ def _sub_refresh(body: dict[str, Any]) -> SubRefreshRequest:
     return SubRefreshRequest(_str(body, "channel", required=True), _str(body, "token", True))
 
 
+def _history(body: dict[str, Any]) -> HistoryRequest:
+    limit = body.get("limit", 0) or 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or not -(2**31) <= limit < 2**31:
+        raise _BadField("limit must be a 32-bit integer")
+    since_raw = body.get("since")
+    if since_raw is not None and not isinstance(since_raw, dict):
+        raise _BadField("since must be an object")
+    since = _position(since_raw) if since_raw is not None else None
+    channel = _str(body, "channel", required=True)
+    return HistoryRequest(channel, limit, since, _bool(body, "reverse"))
+
+
 _REQUEST_DECODERS: dict[str, Any] = {
     "connect": _connect,
     "subscribe": _subscribe,
     "unsubscribe": _unsubscribe,
     "refresh": _refresh,
     "sub_refresh": _sub_refresh,
+    "history": _history,
 }
 
 
@@ -226,4 +240,5 @@ def request_type(method: str) -> type[Request] | None:
         "unsubscribe": UnsubscribeRequest,
         "refresh": RefreshRequest,
         "sub_refresh": SubRefreshRequest,
+        "history": HistoryRequest,
     }.get(method)

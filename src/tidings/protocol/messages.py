@@ -14,6 +14,7 @@ __all__ = [
     "UNSUPPORTED_METHODS",
     "Command",
     "ConnectRequest",
+    "HistoryRequest",
     "RecoverPosition",
     "RefreshRequest",
     "SubRefreshRequest",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 #: Methods of the protocol that tidings does not offer; answered with error 108.
-UNSUPPORTED_METHODS = frozenset({"publish", "presence", "presence_stats", "history", "rpc", "ping"})
+UNSUPPORTED_METHODS = frozenset({"publish", "presence", "presence_stats", "rpc", "ping"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,31 @@ class SubRefreshRequest:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """``history``: read a channel's retained publications.
+
+    Attributes:
+        channel: the channel.
+        limit: how many publications at most; 0 asks for the stream position only, a
+            negative number for everything retained (both capped by the server).
+        since: only publications after this position (before it when ``reverse``).
+        reverse: newest first.
+    """
+
+    channel: str
+    limit: int = 0
+    since: RecoverPosition | None = None
+    reverse: bool = False
+
+
 Request = (
-    ConnectRequest | SubscribeRequest | UnsubscribeRequest | RefreshRequest | SubRefreshRequest
+    ConnectRequest
+    | SubscribeRequest
+    | UnsubscribeRequest
+    | RefreshRequest
+    | SubRefreshRequest
+    | HistoryRequest
 )
 
 

@@ -37,13 +37,14 @@ from tidings.protocol.messages import (
     UNSUPPORTED_METHODS,
     Command,
     ConnectRequest,
+    HistoryRequest,
     RecoverPosition,
     RefreshRequest,
     SubRefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
 )
-from tidings.subscription import Recovery, Subscriber
+from tidings.subscription import HistoryPage, Recovery, Subscriber
 
 __all__ = ["Session", "SessionHost", "SessionState", "SubscribeOutcome"]
 
@@ -106,6 +107,11 @@ class SessionHost(Protocol):
 
     def release(self, session: Session) -> None:
         """Forgets a session that closed (after its subscriptions were removed)."""
+
+    def read_history(
+        self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
+    ) -> HistoryPage | None:
+        """A page of the channel's history; None when ``since`` cannot be served."""
 
     def count_error(self, code: ErrorCode) -> None:
         """Counts an error reply (metrics)."""
@@ -328,6 +334,8 @@ class Session:
             self._refresh(command, request, now)
         elif isinstance(request, SubRefreshRequest):
             self._sub_refresh(command, request, now)
+        elif isinstance(request, HistoryRequest):
+            self._history(command, request)
         elif method in UNSUPPORTED_METHODS:
             self._error(command, ErrorCode.NOT_AVAILABLE)
         else:
@@ -351,7 +359,7 @@ class Session:
                     # an expired one is as final for it as an invalid one.
                     self._disconnect(DisconnectCode.INVALID_TOKEN, exc.reason)
                 return None
-        elif self._host.anonymous_allowed():
+        elif self._settings.insecure or self._host.anonymous_allowed():
             claims = ConnectionClaims("", 0, (), None)
         else:
             log.info("connection refused: no token")
@@ -449,7 +457,11 @@ class Session:
                     log.info("subscription to %r refused: %s", channel, exc.reason)
                     self._error(command, ErrorCode.PERMISSION_DENIED)
                 return
-        refused = check_subscribe(name, options, self.user, sub_claims is not None)
+        refused = (
+            None
+            if self._settings.insecure
+            else check_subscribe(name, options, self.user, sub_claims is not None)
+        )
         if refused is not None:
             self._error(command, refused)
             return
@@ -524,3 +536,47 @@ class Session:
             result["expires"] = True
             result["ttl"] = self._ttl(claims.expires_at, now)
         self._reply(command, result)
+
+    # ------------------------------------------------------------------ history
+    def _history(self, command: Command, request: HistoryRequest) -> None:
+        channel = request.channel
+        try:
+            name = read_channel(channel)
+        except InvalidName as exc:
+            self._error(command, ErrorCode.BAD_REQUEST, str(exc))
+            return
+        options = self._host.channel_options(name)
+        if options is None:
+            self._error(command, ErrorCode.UNKNOWN_CHANNEL)
+            return
+        if options.history_size <= 0 or options.history_ttl <= 0:
+            self._error(command, ErrorCode.NOT_AVAILABLE, "history is off for this channel")
+            return
+        if not self._may_read_history(name, options):
+            self._error(command, ErrorCode.PERMISSION_DENIED)
+            return
+        if request.reverse and request.since is not None and request.since.offset == 0:
+            self._error(command, ErrorCode.BAD_REQUEST, "reverse since offset 0 reads nothing")
+            return
+        most = self._settings.history_max_limit
+        limit = most if request.limit < 0 or request.limit > most else request.limit
+        page = self._host.read_history(channel, limit, request.since, request.reverse)
+        if page is None:
+            self._error(command, ErrorCode.UNRECOVERABLE_POSITION)
+            return
+        result: dict[str, Any] = {"epoch": page.epoch, "offset": page.offset}
+        if page.publications:
+            result["publications"] = [raw(p.pub) for p in page.publications]
+        self._reply(command, result)
+
+    def _may_read_history(self, name: ChannelName, options: ChannelOptions) -> bool:
+        """``allow_history_for_subscriber``: subscribed here; ``allow_history_for_client``:
+        any channel this client could subscribe to by itself (never a private or another
+        user's channel, which would leak what a subscription refuses)."""
+        if self._settings.insecure:
+            return True
+        if options.allow_history_for_subscriber and name.name in self.channels:
+            return True
+        return options.allow_history_for_client and (
+            check_subscribe(name, options, self.user, has_valid_token=False) is None
+        )

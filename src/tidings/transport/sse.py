@@ -63,7 +63,7 @@ from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
-from tidings.subscription import Subscriber
+from tidings.subscription import HistoryPage, Subscriber
 from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import refuse_early
 from tidings.transport.origin import origin_allowed
@@ -269,6 +269,11 @@ class _StreamHost:
 
     def count_error(self, code: ErrorCode) -> None:
         self._node.count_error(code)
+
+    def read_history(
+        self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
+    ) -> HistoryPage | None:
+        return self._node.read_history(channel, limit, since, reverse)
 
     def opening_events(self, connect_push: bytes) -> list[bytes]:
         """The connect event, the replayed publications in order, then one gap event per
