@@ -168,3 +168,52 @@ def test_kept_entries_are_not_tracked_by_the_garbage_collector() -> None:
     gc.collect()
     window = history.window("c")
     assert window is not None and not gc.is_tracked(window.items[0])
+
+
+class TestReadAndRemove:
+    def filled(self) -> History:
+        h = History()
+        for offset in (2, 4, 6, 8):
+            h.append(Publication("c", offset, b"%d" % offset, 100.0), 10, 60.0, 100.0)
+        return h
+
+    def read(self, h: History, **kwargs: object) -> list[int] | None:
+        args: dict[str, object] = {"limit": -1, "since": None, "reverse": False}
+        args |= {"epoch": "e", "head": 9, "size": 10, "ttl": 60.0, "now": 100.0}
+        args.update(kwargs)
+        page = h.read("c", **args)  # type: ignore[arg-type]
+        return None if page is None else [p.offset for p in page.publications]
+
+    def test_all_and_limits(self) -> None:
+        h = self.filled()
+        assert self.read(h) == [2, 4, 6, 8]
+        assert self.read(h, limit=2) == [2, 4]
+        assert self.read(h, limit=0) == []
+        assert self.read(h, limit=3, reverse=True) == [8, 6, 4]
+
+    def test_since(self) -> None:
+        h = self.filled()
+        assert self.read(h, since=RecoverPosition(4, "e")) == [6, 8]
+        assert self.read(h, since=RecoverPosition(6, ""), reverse=True) == [4, 2]
+        assert self.read(h, since=RecoverPosition(4, "other")) is None
+
+    def test_ttl_trims_before_reading(self) -> None:
+        h = self.filled()
+        assert self.read(h, now=200.0) == []
+        assert self.read(h, now=200.0, since=RecoverPosition(4, "e")) is None
+
+    def test_page_carries_the_position(self) -> None:
+        page = self.filled().read(
+            "c", limit=0, since=None, reverse=False, epoch="e", head=9, size=10, ttl=60, now=100
+        )
+        assert page is not None and (page.epoch, page.offset) == ("e", 9)
+
+    def test_remove(self) -> None:
+        h = self.filled()
+        h.remove("c", 10)
+        assert self.read(h) == []
+        assert self.read(h, since=RecoverPosition(8, "e")) is None
+        assert self.read(h, since=RecoverPosition(10, "e")) == []
+        h.remove("unseen", 12)
+        window = h.window("unseen")
+        assert window is not None and window.complete_since == 12

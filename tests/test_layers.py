@@ -34,7 +34,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("wire formats", ("tidings.protocol", "tidings.publication")),
-    ("what flows", ("tidings.record", "tidings.log.base", "tidings.subscription")),
+    (
+        "what flows",
+        ("tidings.record", "tidings.log.base", "tidings.subscription", "tidings.commands"),
+    ),
     (
         "rules",
         ("tidings.router", "tidings.topic", "tidings.config", "tidings.channels", "tidings.auth"),

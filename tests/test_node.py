@@ -134,6 +134,7 @@ async def test_an_invalid_publish_is_refused(channels: list[Any], data: object) 
 def session_of(user: str) -> Session:
     session = Session.__new__(Session)
     session.user = user
+    session._subscriber = None  # the node keeps each session's handle for server commands
     return session
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import orjson
 
+from tidings import commands
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.codes import DisconnectCode, ErrorCode
@@ -38,7 +39,7 @@ from tidings.router import (
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 
-__all__ = ["HISTORY_SWEEP_INTERVAL", "Closable", "Node", "PublishError"]
+__all__ = ["HISTORY_SWEEP_INTERVAL", "ClientHandle", "Closable", "Node", "PublishError"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ class PublishError(ValueError):
 
 class Closable(Protocol):
     """A client connection that can be told to go away."""
+
+    def close(self, code: DisconnectCode, reason: str = "") -> None:
+        """Closes with ``code``."""
+
+
+class ClientHandle(Protocol):
+    """A session's connection, as a server command reaches it."""
+
+    def pump(self) -> None:
+        """Writes what the session queued and applies its close request."""
 
     def close(self, code: DisconnectCode, reason: str = "") -> None:
         """Closes with ``code``."""
@@ -88,6 +99,8 @@ class Node:
         self.started_at = clock()
         self._seen_records = False
         self._users: dict[str, int] = {}
+        #: Connected sessions by user, for the server commands that act on a user's ones.
+        self._sessions: dict[str, dict[Session, ClientHandle]] = {}
         self._connections = 0
         self._ip_window = 0
         self._ip_counts: dict[str, int] = {}
@@ -171,6 +184,11 @@ class Node:
         """Authenticated connections on this node."""
         return self._connections
 
+    @property
+    def users(self) -> int:
+        """Distinct users (not counting anonymous connections) connected to this node."""
+        return len(self._users)
+
     # ------------------------------------------------------------------ events in
     def on_records(self, records: Sequence[Record]) -> None:
         """Routes a batch of log records into the hub, then flushes every touched connection."""
@@ -190,6 +208,9 @@ class Node:
                 )
                 continue
             self.head = record.position
+            if commands.COMMAND_HEADER in record.headers:
+                self._on_command(record)
+                continue
             routed = self.router.route(record)
             if isinstance(routed, Rejected):
                 self.on_reject(record, routed.kind, routed.reason)
@@ -308,9 +329,15 @@ class Node:
         self._connections += 1
         if session.user:
             self._users[session.user] = self._users.get(session.user, 0) + 1
+        self._sessions.setdefault(session.user, {})[session] = session.handle
         return None
 
     def release(self, session: Session) -> None:
+        sessions = self._sessions.get(session.user)
+        if sessions is not None:
+            sessions.pop(session, None)
+            if not sessions:
+                del self._sessions[session.user]
         self._connections -= 1
         if session.user:
             left = self._users.get(session.user, 1) - 1
@@ -365,3 +392,52 @@ class Node:
 
     def count_error(self, code: ErrorCode) -> None:
         self.metrics.errors.labels(str(int(code))).inc()
+
+    # ------------------------------------------------------------------ server commands
+    async def send_command(self, command: commands.ServerCommand) -> None:
+        """Sends a server API command through the log, so that every node applies it.
+
+        Raises:
+            PublishError: ``api.key`` is not set (commands are signed with it).
+        """
+        key = self.settings.api.key
+        if key is None:
+            raise PublishError("server commands are signed with api.key; set it")
+        body, headers = commands.encode(command, key)
+        await self.log.append(self.settings.amqp.publish_routing_key, body, headers)
+
+    def _on_command(self, record: Record) -> None:
+        try:
+            command = commands.decode(record.headers, record.body, self.settings.api.key)
+        except commands.CommandError as exc:
+            self.on_reject(record, "bad_command", str(exc))
+            return
+        if command.kind == "history_remove":
+            self.history.remove(command.channel, record.position)
+            return
+        if not command.fresh(self.clock()):
+            return  # replayed from the log: its moment has passed
+        for session, handle in list(self._sessions.get(command.user, {}).items()):
+            if command.matches(session.user, session.client_id):
+                self._apply(command, session, handle)
+
+    def _apply(
+        self, command: commands.ServerCommand, session: Session, handle: ClientHandle
+    ) -> None:
+        kind = command.kind
+        if kind == "disconnect":
+            try:
+                code = DisconnectCode(command.code or DisconnectCode.FORCE_DISCONNECT)
+            except ValueError:  # signed by a newer node that knows more codes
+                code = DisconnectCode.FORCE_DISCONNECT
+            handle.close(code, command.reason)
+            return
+        if kind == "subscribe":
+            session.server_subscribe(command.channel)
+            self.metrics.subscriptions.set(self.hub.subscriptions)
+        elif kind == "unsubscribe":
+            session.server_unsubscribe(command.channel)
+            self.metrics.subscriptions.set(self.hub.subscriptions)
+        elif kind == "refresh":
+            session.server_refresh(command.expired, command.expire_at)
+        handle.pump()

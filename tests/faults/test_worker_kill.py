@@ -56,9 +56,9 @@ def _both_ready(node: Node, timeout: float = 30) -> None:
         request = urllib.request.Request(node.url + "/api/info", headers={"X-API-Key": API_KEY})
         try:
             with urllib.request.urlopen(request, timeout=2) as r:
-                info = json.loads(r.read())["result"]
+                (info,) = json.loads(r.read())["result"]["nodes"]
             if info["ready"]:
-                seen.add(info["node"])
+                seen.add(info["name"])
         except OSError:
             time.sleep(0.05)
 

@@ -34,9 +34,23 @@ async def test_broadcast_is_one_event_on_several_channels(server: LiveServer) ->
     a, _ = await connected(server, subscribe=("a",))
     b, _ = await connected(server, "bob", subscribe=("b",))
     status, body = await server.api("broadcast", {"channels": ["a", "b"], "data": [1, 2]})
-    assert (status, body) == (200, {"result": {}})
+    assert (status, body) == (200, {"result": {"responses": [{"result": {}}, {"result": {}}]}})
     assert await a.frame() == [{"push": {"channel": "a", "pub": {"data": [1, 2], "offset": 1}}}]
     assert await b.frame() == [{"push": {"channel": "b", "pub": {"data": [1, 2], "offset": 1}}}]
+
+
+async def test_broadcast_answers_each_channel(server: LiveServer) -> None:
+    a, _ = await connected(server, subscribe=("a",))
+    channels = ["a", "nope:b", 1, "u#,"]
+    status, body = await server.api("broadcast", {"channels": channels, "data": 7})
+    assert status == 200
+    responses = body["result"]["responses"]
+    assert responses[0] == {"result": {}}
+    assert responses[1]["error"]["code"] == 102
+    assert responses[2]["error"]["code"] == 107
+    assert responses[3]["error"]["code"] == 107
+    assert "names no user" in responses[3]["error"]["message"]
+    assert await a.frame() == [{"push": {"channel": "a", "pub": {"data": 7, "offset": 1}}}]
 
 
 async def test_a_comma_in_a_channel_name_is_not_a_list(server: LiveServer) -> None:
@@ -54,17 +68,20 @@ async def test_info(server: LiveServer) -> None:
     await server.publish("a", 1)
     for status, body in [
         await server.api("info", {}),
+        await server.api("info", raw=b""),
         await _get(server, "/api/info", headers={"X-API-Key": API_KEY}),
     ]:
         assert status == 200
-        result = body["result"]
-        assert result.pop("uptime") >= 0
-        assert result == {
-            "node": "test-node",
+        (node,) = body["result"]["nodes"]
+        assert node.pop("uptime") >= 0
+        assert node == {
+            "uid": "test-node",
+            "name": "test-node",
             "version": __version__,
-            "connections": 1,
-            "subscriptions": 3,
-            "channels": 3,
+            "num_clients": 1,
+            "num_users": 1,
+            "num_subs": 3,
+            "num_channels": 3,
             "epoch": server.node.log.epoch,
             "position": 1,
             "ready": True,
@@ -99,52 +116,82 @@ async def test_api_disabled_without_a_key_is_403(serve: ServerFactory, method: s
     ("method", "raw", "message"),
     [
         ("publish", b"{not json", "body is not JSON"),
-        ("publish", b"", "body is not JSON"),
         ("publish", b"[1, 2]", "body must be a JSON object"),
-        ("publish", b'{"data": 1}', "field 'channel' must be a non-empty string"),
-        ("publish", b'{"channel": "", "data": 1}', "field 'channel' must be a non-empty string"),
-        ("publish", b'{"channel": 5, "data": 1}', "field 'channel' must be a non-empty string"),
-        ("publish", b'{"channel": "news"}', "field 'data' is required"),
-        ("publish", b'{"channel": "nope:x", "data": 1}', "unknown namespace of channel 'nope:x'"),
-        ("publish", b'{"channel": "has space", "data": 1}', "invalid channel: channel name holds"),
+        ("publish", b'{"channel": "\\ud800", "data": 1}', "body is not JSON"),
+        ("publish", b'{"channel": "a\xffb", "data": 1}', "body is not JSON"),
+        ("batch", b'"x"', "body must be a JSON object"),
+    ],
+)
+async def test_bodies_that_are_not_json_objects_are_400(
+    server: LiveServer, method: str, raw: bytes, message: str
+) -> None:
+    status, body = await server.api(method, raw=raw)
+    assert status == 400
+    assert body["error"]["code"] == 400
+    assert message in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "raw", "code", "message"),
+    [
+        ("publish", b"", 107, "field 'channel' is required"),
+        ("publish", b'{"data": 1}', 107, "field 'channel' is required"),
+        ("publish", b'{"channel": "", "data": 1}', 107, "field 'channel' is required"),
+        ("publish", b'{"channel": 5, "data": 1}', 107, "field 'channel' must be a string"),
+        ("publish", b'{"channel": "news"}', 107, "field 'data' is required"),
+        ("publish", b'{"channel": "nope:x", "data": 1}', 102, "unknown namespace"),
+        ("publish", b'{"channel": "has space", "data": 1}', 107, "invalid channel: channel name"),
         (
             "publish",
             b'{"channel": "a\\u0000b", "data": 1}',
+            107,
             "invalid channel: channel name holds a control character (U+0000 at index 1)",
         ),
         (
             "publish",
             b'{"channel": "%s", "data": 1}' % (b"x" * 256),
+            107,
             "invalid channel: channel name is 256 bytes long, over the limit of 255",
         ),
-        ("publish", b'{"channel": "\\ud800", "data": 1}', "body is not JSON"),
-        ("publish", b'{"channel": "a\xffb", "data": 1}', "body is not JSON"),
-        ("broadcast", b'{"channels": ["a", "u#,"], "data": 1}', "names no user"),
-        ("broadcast", b'{"channels": [], "data": 1}', "field 'channels' must be a non-empty"),
-        ("broadcast", b'{"channels": "news", "data": 1}', "field 'channels' must be a non-empty"),
-        ("broadcast", b'{"channels": ["a", ""], "data": 1}', "field 'channels' must be"),
-        ("broadcast", b'{"channels": ["a", 1], "data": 1}', "field 'channels' must be"),
-        ("broadcast", b'{"channels": ["a"]}', "field 'data' is required"),
-        ("broadcast", b'{"channels": ["a", "nope:b"], "data": 1}', "unknown namespace"),
+        ("publish", b'{"channel": "a", "b64data": "%%%"}', 107, "base64 of a JSON value"),
+        ("publish", b'{"channel": "a", "data": 1, "tags": {"k": "v"}}', 108, "'tags'"),
+        ("publish", b'{"channel": "a", "data": 1, "skip_history": true}', 108, "skip_history"),
+        ("broadcast", b'{"channels": [], "data": 1}', 107, "field 'channels' must be a non-empty"),
+        ("broadcast", b'{"channels": "news", "data": 1}', 107, "field 'channels' must be"),
+        ("broadcast", b'{"channels": ["a"]}', 107, "field 'data' is required"),
+        ("history", b'{"channel": "a", "limit": "x"}', 107, "limit must be"),
+        ("history_remove", b"{}", 107, "field 'channel' is required"),
+        ("subscribe", b'{"channel": "a"}', 107, "field 'user' is required"),
+        ("disconnect", b'{"user": "u", "disconnect": {"code": 1}}', 107, "disconnect.code"),
+        ("disconnect", b'{"user": "u", "disconnect": {"reason": "{}"}}', 107, "plain text"),
+        ("refresh", b'{"user": "u", "expire_at": -1}', 107, "expire_at"),
+        ("presence", b'{"channel": "a"}', 108, "presence is not available"),
+        ("presence_stats", b'{"channel": "a"}', 108, "presence is not available"),
     ],
 )
-async def test_malformed_requests_are_400_with_a_json_error(
-    server: LiveServer, method: str, raw: bytes, message: str
+async def test_bad_requests_answer_the_documented_error(
+    server: LiveServer, method: str, raw: bytes, code: int, message: str
 ) -> None:
     client, _ = await connected(server, subscribe=("a", "news"))
     status, body = await server.api(method, raw=raw)
-    assert status == 400
+    assert status == 200
     assert set(body) == {"error"}
-    assert body["error"]["code"] == 400
+    assert body["error"]["code"] == code
     assert message in body["error"]["message"]
     await client.silent(0.05)
     assert server.node.head == 0  # nothing half-published
 
 
-async def test_data_over_the_message_limit_is_400(serve: ServerFactory) -> None:
+async def test_an_unknown_method_is_404(server: LiveServer) -> None:
+    status, body = await server.api("teleport", {})
+    assert status == 404 and "teleport" in body["error"]["message"]
+
+
+async def test_data_over_the_message_limit_is_106(serve: ServerFactory) -> None:
     server = await serve({"amqp.max_message_bytes": 1024})
     status, body = await server.api("publish", {"channel": "news", "data": "x" * 2000})
-    assert status == 400
+    assert status == 200
+    assert body["error"]["code"] == 106
     assert "over the 1024 limit" in body["error"]["message"]
 
 

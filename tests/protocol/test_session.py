@@ -1124,3 +1124,67 @@ class TestAnonymousToken:
     def test_server_side_channels_of_an_anonymous_token(self, client: Client) -> None:
         result = client.connect(token("", channels=["news"]))
         assert "news" in result["subs"]
+
+
+# ---------------------------------------------------------------------------- server API commands
+class TestServerCommands:
+    def test_server_subscribe_pushes_and_holds_the_channel(self, alice: Client) -> None:
+        assert alice.session.server_subscribe("news") is True
+        assert [orjson.loads(m) for m in alice.session.take_output()] == [
+            {
+                "push": {
+                    "channel": "news",
+                    "subscribe": {
+                        "recoverable": True,
+                        "positioned": True,
+                        "epoch": "ep1",
+                        "offset": 0,
+                    },
+                }
+            }
+        ]
+        alice.host.publish("news", 1)
+        assert [p.channel for p in alice.sink.pubs] == ["news"]
+        # The client cannot leave a server-side subscription.
+        alice.send({"id": 4, "unsubscribe": {"channel": "news"}})
+        assert alice.host.hub.subscribers("news") == 1
+
+    def test_server_subscribe_skips_what_it_cannot_do(self, alice: Client) -> None:
+        alice.send({"id": 2, "subscribe": {"channel": "news"}})
+        assert alice.session.server_subscribe("news") is False
+        assert alice.session.server_subscribe("nope:x") is False
+        assert alice.session.take_output() == []
+
+    def test_server_subscribe_respects_max_subscriptions(self) -> None:
+        c = Client(FakeHost(settings(client=ClientSettings(max_subscriptions=1))))
+        c.connect(token(channels=["news"]))
+        assert c.session.server_subscribe("other") is False
+
+    def test_server_unsubscribe(self, alice: Client) -> None:
+        alice.send({"id": 2, "subscribe": {"channel": "news"}})
+        assert alice.session.server_unsubscribe("news") is True
+        assert alice.session.take_output() == [
+            b'{"push":{"channel":"news","unsubscribe":{"code":2000,"reason":"server"}}}'
+        ]
+        assert alice.host.hub.subscribers("news") == 0
+        assert alice.session.server_unsubscribe("news") is False
+
+    def test_unidirectional_pushes_have_no_wrapper(self, host: FakeHost) -> None:
+        c = Client(host, bidirectional=False)
+        c.session.connect_unidirectional(ConnectRequest(token=token()), T0)
+        c.session.take_output()
+        c.session.server_subscribe("news")
+        assert orjson.loads(c.session.take_output()[0])["channel"] == "news"
+
+    def test_server_refresh_expired_closes_3005(self, alice: Client) -> None:
+        alice.session.server_refresh(True, 0)
+        assert alice.session.close_code == DisconnectCode.EXPIRED
+
+    def test_server_refresh_sets_the_expiry(self, alice: Client) -> None:
+        alice.session.server_refresh(False, int(WALL) + 60)
+        grace = alice.host.settings.client.expired_close_delay
+        alice.send({}, at=T0 + 60 + grace - 2)  # a pong, so no pong timeout interferes
+        alice.tick(T0 + 60 + grace - 1)
+        assert alice.session.close_code is None
+        alice.tick(T0 + 60 + grace + 1)
+        assert alice.session.close_code == DisconnectCode.EXPIRED

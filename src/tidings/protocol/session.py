@@ -46,9 +46,13 @@ from tidings.protocol.messages import (
 )
 from tidings.subscription import HistoryPage, Recovery, Subscriber
 
-__all__ = ["Session", "SessionHost", "SessionState", "SubscribeOutcome"]
+__all__ = ["SERVER_UNSUBSCRIBE", "Session", "SessionHost", "SessionState", "SubscribeOutcome"]
 
 log = logging.getLogger(__name__)
+
+#: Code of the ``unsubscribe`` push sent when the server ends a subscription; the SDK
+#: treats codes below 2500 as final for that subscription.
+SERVER_UNSUBSCRIBE = 2000
 
 
 _ADMIT_REASONS = {
@@ -188,6 +192,11 @@ class Session:
         """The messages to send, in order (each one line of JSON); clears them."""
         out, self._output = self._output, []
         return out
+
+    @property
+    def handle(self) -> Any:
+        """The subscriber handle given at creation (the connection's writer)."""
+        return self._subscriber
 
     @property
     def close_code(self) -> DisconnectCode | None:
@@ -580,3 +589,60 @@ class Session:
         return options.allow_history_for_client and (
             check_subscribe(name, options, self.user, has_valid_token=False) is None
         )
+
+    # ------------------------------------------------------------------ server API commands
+    def _push(self, push: dict[str, Any]) -> None:
+        """Queues a push (wrapped for the SDK, bare for the push-only transports)."""
+        self._output.append(codec.encode({"push": push} if self._bidirectional else push))
+
+    def server_subscribe(self, channel: str) -> bool:
+        """Subscribes on the server's initiative (server API ``subscribe``) and tells the
+        client with a ``subscribe`` push; the client cannot leave the channel by itself.
+
+        Returns:
+            False when nothing was done: not connected, already subscribed, the namespace
+            is unknown, or the connection is at ``client.max_subscriptions``.
+        """
+        if self.state is not SessionState.CONNECTED or channel in self.channels:
+            return False
+        name = parse_channel(channel)
+        if name is None or self._host.channel_options(name) is None:
+            return False
+        if len(self.channels) >= self._settings.max_subscriptions:
+            log.info("server subscribe of %r to %r: at max_subscriptions", self.user, channel)
+            return False
+        outcome = self._host.subscribe(self._subscriber, channel, None)
+        self.channels.add(channel)
+        self.server_channels = self.server_channels | {channel}
+        self._push({"channel": channel, "subscribe": self._subscribe_result(outcome)})
+        return True
+
+    def server_unsubscribe(self, channel: str) -> bool:
+        """Ends a subscription on the server's initiative and tells the client with an
+        ``unsubscribe`` push (code 2000, which the SDK does not retry).
+
+        Returns:
+            False when the connection was not subscribed to ``channel``.
+        """
+        if self.state is not SessionState.CONNECTED or channel not in self.channels:
+            return False
+        self.channels.discard(channel)
+        self.server_channels = self.server_channels - {channel}
+        self._host.unsubscribe(self._subscriber, channel)
+        if self._sub_expiry:
+            self._sub_expiry.pop(channel, None)
+        self._push(
+            {"channel": channel, "unsubscribe": {"code": SERVER_UNSUBSCRIBE, "reason": "server"}}
+        )
+        return True
+
+    def server_refresh(self, expired: bool, expires_at: int) -> None:
+        """Sets the connection's expiry on the server's initiative (server API ``refresh``):
+        ``expired`` closes it now with 3005, else ``expires_at`` (0: never) replaces the
+        token's expiry."""
+        if self.state is not SessionState.CONNECTED:
+            return
+        if expired:
+            self._disconnect(DisconnectCode.EXPIRED)
+            return
+        self._expires_at = expires_at
