@@ -22,7 +22,7 @@ async function main() {
   check(first.length === 2 && 'connect' in first[0] && 'subscribe' in first[1],
     'connect and subscribe were not sent in one frame', { first });
   check(first[0].connect.token === tokens.main, 'the connect command lacks the token');
-  const connected = client.history.find((h) => h.event === 'connected');
+  const connected = client.states.find((h) => h.event === 'connected');
   check(typeof connected.client === 'string' && connected.client.length > 0, 'no client id');
   check(connected.transport === 'websocket', 'not on the websocket transport', connected);
   const subscribed = sub.subscribedEvents[0];
@@ -43,8 +43,8 @@ async function main() {
     check(i === 0 || p.offset > pubs[i - 1].offset, 'offsets do not increase', p);
   });
   check(pubs[0].offset > subscribed.streamPosition.offset, 'offset not past the subscribe position');
-  const connects = client.history.filter((h) => h.event === 'connected').length;
-  check(connects === 1, 'the client reconnected', { history: client.history });
+  const connects = client.states.filter((h) => h.event === 'connected').length;
+  check(connects === 1, 'the client reconnected', { states: client.states });
 
   client.disconnect();
   check(client.state === 'disconnected', 'not disconnected after disconnect()');

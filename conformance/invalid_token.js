@@ -12,14 +12,14 @@ async function main() {
   const client = newClient(net, { token: tokens.invalid });
   client.connect();
   await waitFor(() => client.state === 'disconnected', 5000, 'the disconnected state');
-  const disconnected = client.history.find((h) => h.event === 'disconnected');
+  const disconnected = client.states.find((h) => h.event === 'disconnected');
   check(disconnected.code === 3500, 'not disconnected with 3500', disconnected);
   // Give a (wrong) reconnect every chance to happen: several reconnect delays.
   await sleep(scaled(1500));
-  const events = client.history.map((h) => h.event);
+  const events = client.states.map((h) => h.event);
   log('history', { events });
   check(JSON.stringify(events) === JSON.stringify(['connecting', 'disconnected']),
-    'the client tried again after a terminal close', { history: client.history });
+    'the client tried again after a terminal close', { states: client.states });
   check(net.commands('connect').length === 1, 'more than one connect attempt');
   check(net.sockets.length === 1, 'more than one socket was opened');
   check(client.state === 'disconnected', 'state changed after the terminal close');

@@ -118,7 +118,8 @@ function recordingNetwork() {
   return net;
 }
 
-/** A Centrifuge client with fast reconnects, its state changes logged. */
+/** A Centrifuge client with fast reconnects, its state changes logged and kept in
+ * `client.states` (not `history`, which is the SDK's own method). */
 function newClient(net, options, name = 'client') {
   const client = new Centrifuge(WS_URL, {
     websocket: net.WebSocket,
@@ -127,10 +128,10 @@ function newClient(net, options, name = 'client') {
     timeout: scaled(3000),
     ...options,
   });
-  client.history = [];
+  client.states = [];
   for (const event of ['connecting', 'connected', 'disconnected']) {
     client.on(event, (ctx) => {
-      client.history.push({ event, ...ctx });
+      client.states.push({ event, ...ctx });
       log(`${name}.${event}`, ctx);
     });
   }

@@ -47,8 +47,8 @@ async function main() {
   await publish(channel, { after: 'expiry' });
   await waitFor(() => pubs.length === 1, 5000, 'a publication after the first expiry');
   check(sub.subscribedEvents.length === 1, 'the subscription was renewed by resubscribing');
-  check(client.history.filter((h) => h.event === 'connected').length === 1, 'the client reconnected',
-    { history: client.history });
+  check(client.states.filter((h) => h.event === 'connected').length === 1, 'the client reconnected',
+    { states: client.states });
   client.disconnect();
   ok({ getTokenCalls: calls });
 }

@@ -61,18 +61,18 @@ async function expiresWhileConnected(channel) {
   sub.subscribe();
   client.connect();
   await waitFor(() => sub.state === 'subscribed', 5000, '(b) the subscription');
-  const firstClient = client.history.find((h) => h.event === 'connected').client;
+  const firstClient = client.states.find((h) => h.event === 'connected').client;
 
-  await waitFor(() => client.history.some((h) => h.event === 'connecting' && h.code === 3005),
+  await waitFor(() => client.states.some((h) => h.event === 'connecting' && h.code === 3005),
     Number(env('SHORT_TTL')) * 1000 + 8000, '(b) the server to close the expired connection (3005)');
   const closedAt = Date.now();
   const expiry = Number(env('SHORT_EXP')) * 1000;
   log('b.closed', { msAfterExpiry: closedAt - expiry });
   check(closedAt >= expiry, '(b) closed before the token expired');
   release();
-  await waitFor(() => client.history.filter((h) => h.event === 'connected').length === 2, 5000,
+  await waitFor(() => client.states.filter((h) => h.event === 'connected').length === 2, 5000,
     '(b) the reconnection');
-  const second = client.history.filter((h) => h.event === 'connected')[1];
+  const second = client.states.filter((h) => h.event === 'connected')[1];
   check(second.client !== firstClient, '(b) same client id after reconnecting');
   const replies = net.replies('connect');
   log('b.connect-replies', { replies: replies.map((r) => ('error' in r ? r : { id: r.id, ok: true })) });

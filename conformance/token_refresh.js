@@ -48,9 +48,9 @@ async function main() {
   }
   await publish(channel, { after: 'expiry' });
   await waitFor(() => pubs.length === 1, 5000, 'a publication after the first expiry');
-  const events = client.history.map((h) => h.event);
+  const events = client.states.map((h) => h.event);
   check(JSON.stringify(events) === JSON.stringify(['connecting', 'connected']),
-    'the connection did not survive the refresh', { history: client.history });
+    'the connection did not survive the refresh', { states: client.states });
   client.disconnect();
   ok({ getTokenCalls: calls });
 }

@@ -45,8 +45,8 @@ async function main() {
   check(pubs.length === 1, 'publications arrived after unsubscribe',
     { pubs: pubs.map((p) => p.data) });
   check(sub.state === 'unsubscribed', 'subscription state is not unsubscribed');
-  check(client.history.filter((h) => h.event === 'connecting').length === 1,
-    'the client reconnected', { history: client.history });
+  check(client.states.filter((h) => h.event === 'connecting').length === 1,
+    'the client reconnected', { states: client.states });
   client.disconnect();
   ok({ before: pubs.length, control: controlPubs.length });
 }

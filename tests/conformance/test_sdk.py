@@ -29,6 +29,15 @@ CONFIG = """
 [[namespaces]]
 name = "small"
 history_size = 10
+
+[[namespaces]]
+name = "hist"
+allow_history_for_subscriber = true
+
+[[namespaces]]
+name = "live"
+history_size = 0
+allow_history_for_client = true
 """
 
 if NODE is None or not (CONFORMANCE / "node_modules" / "centrifuge").is_dir():
@@ -228,3 +237,16 @@ def _exp(raw: str) -> int:
     exp = jwt.decode(raw, options={"verify_signature": False})["exp"]
     assert exp > time.time()
     return int(exp)
+
+
+def test_history_with_limit_since_and_reverse(node: ServeProcess) -> None:
+    lines = run_scenario(
+        node,
+        "history.js",
+        {"main": token("alice")},
+        CHANNEL=unique("hist:feed"),
+        OFF_CHANNEL=unique("live:feed"),
+        CLOSED_CHANNEL=unique("news"),
+    )
+    done = events(lines, "ok")[0]
+    assert (done["first"], done["rest"]) == (2, 2)
