@@ -216,7 +216,8 @@ async def test_publish_through_a_running_node_and_stop_with_sigterm(tmp_path: Pa
                 TIDINGS_API_KEY=API_KEY, TIDINGS_AUTH_HMAC_SECRET=SECRET,
             )  # fmt: skip
             assert (done.returncode, done.stderr) == (0, ""), node.log()
-            assert json.loads(done.stdout) == {"result": {}}
+            ok = {"result": {}}
+            assert json.loads(done.stdout) == {"result": {"responses": [ok, ok]}}
             pub = {"data": {"goal": 1}, "offset": 1}
             assert await client.frame() == [
                 {"push": {"channel": "news", "pub": pub}},
@@ -235,6 +236,12 @@ async def test_publish_through_a_running_node_and_stop_with_sigterm(tmp_path: Pa
             )  # fmt: skip
             assert bad_json.returncode == 2
             assert "--data is not JSON" in bad_json.stderr
+            unknown = await _run_async(
+                "publish", "--channel", "nope:x", "--data", "1", "--url", node.url,
+                TIDINGS_API_KEY=API_KEY, TIDINGS_AUTH_HMAC_SECRET=SECRET,
+            )  # fmt: skip
+            assert unknown.returncode == 1
+            assert '"code":102' in unknown.stderr
             await client.silent()
 
             stopping = asyncio.create_task(asyncio.to_thread(node.stop))

@@ -29,8 +29,8 @@ __all__ = ["main"]
 log = logging.getLogger("tidings")
 
 INSECURE_WARNING = (
-    "INSECURE MODE (client.insecure): anyone may connect without a token and subscribe to, "
-    "read the history of and publish to every channel. For development only."
+    "INSECURE MODE (client.insecure): anyone may connect without a token, subscribe to and "
+    "read the history of every channel. For development only."
 )
 
 
@@ -199,13 +199,21 @@ def cmd_publish(args: argparse.Namespace, env: dict[str, str]) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.read().decode())
+            text = response.read().decode()
     except urllib.error.HTTPError as exc:
         print(f"tidings publish: {exc.code} {exc.read().decode()}", file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
         print(f"tidings publish: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
         return 1
+    # The API answers a refused request (or channel) with HTTP 200 and an error inside.
+    answer = json.loads(text)
+    refused = [answer["error"]] if "error" in answer else []
+    refused += [r["error"] for r in answer["result"].get("responses", []) if "error" in r]
+    if refused:
+        print(f"tidings publish: {text}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

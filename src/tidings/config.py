@@ -128,7 +128,7 @@ class ClientSettings:
     #: ``limit`` is cut to this); the server API is bounded by ``history_size`` only.
     history_max_limit: int = _bounded(300, 1)
     #: Development only: connections without a token are accepted, and every client may
-    #: subscribe to, read the history of and publish to any channel of a known namespace.
+    #: subscribe to and read the history of any channel of a known namespace.
     insecure: bool = False
     #: Lets ``insecure`` run on a non-loopback ``server.host``; refused otherwise.
     insecure_on_public_host: bool = False

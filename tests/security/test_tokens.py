@@ -99,8 +99,15 @@ async def test_not_yet_valid(http: aiohttp.ClientSession, node: Node) -> None:
     await _refused_3500(http, node, sign(claims(nbf=int(time.time()) + 600)), "nbf in the future")
 
 
-async def test_missing_sub(http: aiohttp.ClientSession, node: Node) -> None:
-    await _refused_3500(http, node, sign(claims(user=None)), "no sub")
+async def test_missing_sub_is_anonymous_and_gets_no_further(
+    http: aiohttp.ClientSession, node: Node
+) -> None:
+    # Centrifugo's rule: a valid token without sub is an anonymous connection, which may
+    # subscribe only where a namespace allows anonymous clients (none here).
+    client = await connected(http, node, sign(claims(user=None)))
+    await client.send({"id": 2, "subscribe": {"channel": "news"}})
+    replies = await client.frame(timeout=3)
+    assert replies == [{"id": 2, "error": {"code": 103, "message": "permission denied"}}]
     await _refused_3500(http, node, sign(claims(user=None) | {"sub": 42}), "sub not a string")
 
 

@@ -263,9 +263,9 @@ async def test_workers_share_the_port_and_all_deliver(
             request = urllib.request.Request(node.url + "/api/info", headers={"X-API-Key": API_KEY})
             try:
                 with urllib.request.urlopen(request, timeout=2) as r:
-                    info = json.loads(r.read())["result"]
+                    (info,) = json.loads(r.read())["result"]["nodes"]
                 if info["ready"]:
-                    seen_workers.add(info["node"])
+                    seen_workers.add(info["name"])
             except OSError:
                 pass
         assert len(seen_workers) == 2, seen_workers
