@@ -411,6 +411,7 @@ url = "amqps://tidings:s3cr%40t@rabbit.example:5671/vhost"
             "client",
             "channels",
             "amqp",
+            "proxy",
             "namespaces",
             "routes",
         }
@@ -424,8 +425,49 @@ url = "amqps://tidings:s3cr%40t@rabbit.example:5671/vhost"
             "allow_anonymous": False,
             "allow_history_for_subscriber": False,
             "allow_history_for_client": False,
+            "proxy_subscribe": False,
         }
 
 
 def test_channel_options_defaults() -> None:
     assert ChannelOptions() == Settings().channels
+
+
+class TestProxy:
+    URL = "http://127.0.0.1:3000/connect"
+
+    def test_sections_and_namespaces(self, tmp_path: Path) -> None:
+        s = load(
+            tmp_path,
+            f"[proxy]\nconnect_endpoint = '{self.URL}'\nsubscribe_endpoint = '{self.URL}'\n"
+            "connect_timeout = '250ms'\nhttp_headers = ['Cookie']\n"
+            "[[namespaces]]\nname = 'room'\nproxy_subscribe = true\n",
+            env={"TIDINGS_PROXY_RPC_METHODS": "a,b"},
+            overrides={"proxy.rpc_endpoint": self.URL},
+        )
+        assert s.proxy.connect_timeout == 0.25 and s.proxy.rpc_methods == ["a", "b"]
+        assert s.namespaces[0].proxy_subscribe and not s.channels.proxy_subscribe
+
+    def test_a_connect_proxy_needs_no_token_key(self) -> None:
+        s = load_settings(None, {"TIDINGS_PROXY_CONNECT_ENDPOINT": self.URL})
+        assert s.auth.hmac_secret is None
+
+    @pytest.mark.parametrize(
+        ("toml", "key"),
+        [
+            ("[proxy]\nconnect_endpoint = 'ftp://x/'", "proxy.connect_endpoint"),
+            ("[proxy]\nrpc_endpoint = 'http:///nohost'", "proxy.rpc_endpoint"),
+            (f"[proxy]\nrefresh_endpoint = '{URL}'", "proxy.refresh_endpoint"),
+            ("[proxy]\nrpc_methods = ['a']", "proxy.rpc_methods"),
+            (
+                f"[proxy]\nrpc_endpoint = '{URL}'\nhttp_headers = ['Bad Header']",
+                "proxy.http_headers[0]",
+            ),
+            ("[proxy]\nrpc_timeout = 0", "proxy.rpc_timeout"),
+            ("[proxy]\nendpoint = 'x'", "proxy.endpoint"),
+            ("[[namespaces]]\nname = 'a'\nproxy_subscribe = true", "namespaces[0].proxy_subscribe"),
+            ("[channels]\nproxy_subscribe = true", "channels.proxy_subscribe"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, toml: str, key: str) -> None:
+        assert error(tmp_path, toml).key == key

@@ -27,6 +27,7 @@ __all__ = [
     "ChannelOptions",
     "ClientSettings",
     "NamespaceSettings",
+    "ProxySettings",
     "ServerSettings",
     "Settings",
     "is_loopback",
@@ -151,6 +152,9 @@ class ChannelOptions:
     #: Clients may read the history of any channel they could subscribe to by themselves,
     #: subscribed or not.
     allow_history_for_client: bool = False
+    #: Subscriptions without a subscription token are decided by the application's backend
+    #: (``proxy.subscribe_endpoint``) instead of the options above.
+    proxy_subscribe: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,35 @@ class NamespaceSettings(ChannelOptions):
     """Options of the channels ``name:...``."""
 
     name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """The application's backend, asked over HTTP with Centrifugo's proxy JSON.
+
+    An endpoint left unset turns that proxy off. Timeouts cover the whole request.
+    """
+
+    #: Authenticates connections that come without a token.
+    connect_endpoint: str | None = None
+    connect_timeout: float = _duration(1.0, minimum=0.001)
+    #: Extends (or ends) connections the connect proxy gave an ``expire_at``.
+    refresh_endpoint: str | None = None
+    refresh_timeout: float = _duration(1.0, minimum=0.001)
+    #: Decides subscriptions in namespaces with ``proxy_subscribe``.
+    subscribe_endpoint: str | None = None
+    subscribe_timeout: float = _duration(1.0, minimum=0.001)
+    #: Answers the clients' ``rpc`` commands.
+    rpc_endpoint: str | None = None
+    rpc_timeout: float = _duration(1.0, minimum=0.001)
+    #: RPC methods forwarded to ``rpc_endpoint``; empty forwards every method. Others are
+    #: answered 104 (method not found).
+    rpc_methods: list[str] = field(default_factory=list)
+    #: Headers of the client's HTTP request copied into every proxy request (e.g.
+    #: ``Cookie``, ``Authorization``); compared without regard to case.
+    http_headers: list[str] = field(default_factory=list)
+    #: Seconds a connection is given when the refresh proxy fails, before it is asked again.
+    refresh_retry: float = _duration(60.0, minimum=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +237,7 @@ class Settings:
     channels: ChannelOptions = field(default_factory=ChannelOptions)
     namespaces: list[NamespaceSettings] = field(default_factory=list)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
     #: Routing rules, validated by :mod:`tidings.router`.
     routes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -235,6 +269,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "client": ClientSettings,
     "channels": ChannelOptions,
     "amqp": AmqpSettings,
+    "proxy": ProxySettings,
 }
 
 
@@ -400,12 +435,12 @@ def _validate(s: Settings) -> None:
             "anyone connect without a token and read or publish anywhere; set "
             "client.insecure_on_public_host = true to force it",
         )
-    if not (s.server.demo or s.client.insecure) and not (
-        s.auth.hmac_secret or s.auth.public_key
-    ):
+    keyless = not (s.auth.hmac_secret or s.auth.public_key or s.proxy.connect_endpoint)
+    if not (s.server.demo or s.client.insecure) and keyless:
         raise ConfigError(
             "auth.hmac_secret",
-            "no token secret or public key is set; set one (TIDINGS_AUTH_HMAC_SECRET) "
+            "no token secret or public key is set; set one (TIDINGS_AUTH_HMAC_SECRET), "
+            "authenticate through the backend (proxy.connect_endpoint), "
             "or run in demo mode (--demo) or insecure mode (client.insecure), which must "
             "never face the internet",
         )
@@ -447,10 +482,40 @@ def _validate(s: Settings) -> None:
             "the embedded memory log serves one process only; configure RabbitMQ "
             "(amqp.url) to run several workers",
         )
+    _validate_proxy(s)
     # The router owns the rule syntax; importing here keeps one validation entry point.
     from tidings.router import parse_routes
 
     parse_routes(s.routes)
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+
+def _validate_proxy(s: Settings) -> None:
+    """Endpoints are http(s) URLs; what needs an endpoint has one."""
+    proxy = s.proxy
+    for name in ("connect", "refresh", "subscribe", "rpc"):
+        url = getattr(proxy, f"{name}_endpoint")
+        if url is not None and not re.match(r"^https?://[^/\s?#]+(/\S*)?\Z", url):
+            raise ConfigError(f"proxy.{name}_endpoint", f"expected an http(s) URL, got {url!r}")
+    if proxy.refresh_endpoint and not proxy.connect_endpoint:
+        raise ConfigError(
+            "proxy.refresh_endpoint",
+            "only connections of the connect proxy are refreshed; set proxy.connect_endpoint",
+        )
+    if proxy.rpc_methods and not proxy.rpc_endpoint:
+        raise ConfigError("proxy.rpc_methods", "needs proxy.rpc_endpoint")
+    for i, header in enumerate(proxy.http_headers):
+        if not _HEADER_NAME.match(header):
+            raise ConfigError(f"proxy.http_headers[{i}]", f"not a header name: {header!r}")
+    if not proxy.subscribe_endpoint:
+        named = [("channels", s.channels)] + [
+            (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
+        ]
+        for key, options in named:
+            if options.proxy_subscribe:
+                raise ConfigError(f"{key}.proxy_subscribe", "needs proxy.subscribe_endpoint")
 
 
 def load_settings(
