@@ -15,7 +15,7 @@ import orjson
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName
-from tidings.codes import DisconnectCode, ErrorCode
+from tidings.codes import DisconnectCode
 from tidings.config import (
     AuthSettings,
     ChannelOptions,
@@ -107,7 +107,11 @@ class FakeHost:
         self.refuse: DisconnectCode | None = None
         self.admitted: list[Session] = []
         self.released: list[Session] = []
-        self.errors: list[ErrorCode] = []
+        self.errors: list[int] = []
+        #: Proxy events the backend answers ("connect", "refresh", "rpc"), and the RPC
+        #: methods it takes (empty: every one).
+        self.proxied: set[str] = set()
+        self.rpc_methods: set[str] = set()
         self.subscribe_calls: list[tuple[Subscriber, str, RecoverPosition | None]] = []
         self.history_calls: list[tuple[str, int, RecoverPosition | None, bool]] = []
 
@@ -156,7 +160,7 @@ class FakeHost:
     def release(self, session: Session) -> None:
         self.released.append(session)
 
-    def count_error(self, code: ErrorCode) -> None:
+    def count_error(self, code: int) -> None:
         self.errors.append(code)
 
     def read_history(
@@ -175,6 +179,11 @@ class FakeHost:
             ttl=options.history_ttl,
             now=self.now,
         )
+
+    def proxies(self, event: str, method: str | None = None) -> bool:
+        if event == "rpc" and method is not None and self.rpc_methods:
+            return "rpc" in self.proxied and method in self.rpc_methods
+        return event in self.proxied
 
     # test helpers
     def _options(self, channel: str) -> ChannelOptions:

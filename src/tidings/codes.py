@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CloseCode", "DisconnectCode", "ErrorCode"]
+__all__ = ["CloseCode", "DisconnectCode", "ErrorCode", "close_reason", "reconnects"]
 
 
 class ErrorCode(IntEnum):
@@ -78,6 +78,20 @@ class DisconnectCode(IntEnum):
     def reconnect(self) -> bool:
         """Whether a client closed with this code should reconnect."""
         return self < 3500
+
+
+def reconnects(code: int) -> bool:
+    """Whether the SDK reconnects after a close with ``code``, one of tidings' own or one an
+    application backend chose (4000-4499 reconnect, 4500-4999 are final, as for 3xxx)."""
+    return not (3500 <= code < 4000 or 4500 <= code < 5000)
+
+
+def close_reason(code: int) -> str:
+    """The default plain-text reason of a close code ("" for an application's own code)."""
+    try:
+        return DisconnectCode(code).reason
+    except ValueError:
+        return ""
 
 
 class CloseCode(IntEnum):

@@ -35,7 +35,7 @@ class TestFrames:
         )
         commands = decode_frame(frame, 10)
         assert [(c.id, c.method) for c in commands] == [(1, "connect"), (2, "subscribe")]
-        assert commands[0].request == ConnectRequest(token="T", name="js")
+        assert commands[0].request == ConnectRequest(token="T", name="js", data=b'{"a":1}')
         assert commands[1].request == SubscribeRequest("ch1")
 
     @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ class TestMethods:
         assert command.raw == {"id": 4, "teleport": {"x": 1}}
 
     @pytest.mark.parametrize(
-        "method", ["publish", "presence", "presence_stats", "ping", "rpc", "send"]
+        "method", ["publish", "presence", "presence_stats", "ping", "send"]
     )
     def test_methods_without_a_request_type(self, method: str) -> None:
         command = one({"id": 1, method: {"channel": "x"}})
@@ -170,7 +170,11 @@ class TestMethods:
             }
         )
         assert command.request == ConnectRequest(
-            "T", "js", "5.8.0", {"a": RecoverPosition(6, "ep1"), "d": RecoverPosition(0, "")}
+            "T",
+            "js",
+            "5.8.0",
+            {"a": RecoverPosition(6, "ep1"), "d": RecoverPosition(0, "")},
+            b'{"x":1}',
         )
 
     def test_subscribe(self) -> None:

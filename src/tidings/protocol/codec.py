@@ -19,6 +19,7 @@ from tidings.protocol.messages import (
     RecoverPosition,
     RefreshRequest,
     Request,
+    RpcRequest,
     SubRefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
@@ -72,10 +73,17 @@ def encode_reply(command_id: int, method: str, result: dict[str, Any]) -> bytes:
     return orjson.dumps({"id": command_id, method: result})
 
 
-def encode_error(command_id: int, code: ErrorCode, message: str = "") -> bytes:
-    """An error reply to command ``command_id``."""
-    error: dict[str, Any] = {"code": int(code), "message": message or code.message}
-    if code.temporary:
+def encode_error(
+    command_id: int, code: int, message: str = "", temporary: bool | None = None
+) -> bytes:
+    """An error reply to command ``command_id``: one of tidings' codes (its message and
+    temporariness by default) or an application backend's own."""
+    if isinstance(code, ErrorCode):
+        message = message or code.message
+        if temporary is None:
+            temporary = code.temporary
+    error: dict[str, Any] = {"code": int(code), "message": message}
+    if temporary:
         error["temporary"] = True
     return orjson.dumps({"id": command_id, "error": error})
 
@@ -161,6 +169,17 @@ def _position(body: dict[str, Any]) -> RecoverPosition:
     return RecoverPosition(offset, _str(body, "epoch"))
 
 
+def _data(body: dict[str, Any]) -> bytes | None:
+    """The ``data`` field as compact JSON, None when absent or null."""
+    value = body.get("data")
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer over 64 bits, valid in JSON
+        raise _BadField("data cannot be encoded") from None
+
+
 def _connect(body: dict[str, Any]) -> ConnectRequest:
     subs_raw = body.get("subs") or {}
     if not isinstance(subs_raw, dict):
@@ -171,7 +190,9 @@ def _connect(body: dict[str, Any]) -> ConnectRequest:
             raise _BadField("subs entries must be objects")
         if _bool(sub, "recover"):
             subs[channel] = _position(sub)
-    return ConnectRequest(_str(body, "token"), _str(body, "name"), _str(body, "version"), subs)
+    return ConnectRequest(
+        _str(body, "token"), _str(body, "name"), _str(body, "version"), subs, _data(body)
+    )
 
 
 def decode_connect_request(body: object) -> ConnectRequest:
@@ -195,7 +216,12 @@ def _subscribe(body: dict[str, Any]) -> SubscribeRequest:
         _str(body, "token"),
         recover,
         _position(body) if recover else RecoverPosition(),
+        _data(body),
     )
+
+
+def _rpc(body: dict[str, Any]) -> RpcRequest:
+    return RpcRequest(_str(body, "method"), _data(body))
 
 
 def _unsubscribe(body: dict[str, Any]) -> UnsubscribeRequest:
@@ -229,6 +255,7 @@ _REQUEST_DECODERS: dict[str, Any] = {
     "refresh": _refresh,
     "sub_refresh": _sub_refresh,
     "history": _history,
+    "rpc": _rpc,
 }
 
 
@@ -241,4 +268,5 @@ def request_type(method: str) -> type[Request] | None:
         "refresh": RefreshRequest,
         "sub_refresh": SubRefreshRequest,
         "history": HistoryRequest,
+        "rpc": RpcRequest,
     }.get(method)

@@ -17,12 +17,14 @@ __all__ = [
     "HistoryRequest",
     "RecoverPosition",
     "RefreshRequest",
+    "RpcRequest",
     "SubRefreshRequest",
     "SubscribeRequest",
     "UnsubscribeRequest",
 ]
 
 #: Methods of the protocol that tidings does not offer; answered with error 108.
+#: (``rpc`` is answered 108 only when no RPC proxy is configured.)
 UNSUPPORTED_METHODS = frozenset({"publish", "presence", "presence_stats", "rpc", "ping"})
 
 
@@ -43,6 +45,8 @@ class ConnectRequest:
     version: str = ""
     #: Server-side subscriptions to recover: channel -> position (only ``recover: true`` ones).
     subs: dict[str, RecoverPosition] = field(default_factory=dict)
+    #: Compact JSON of the ``data`` field (for the connect proxy), None when absent.
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class SubscribeRequest:
     token: str = ""
     recover: bool = False
     position: RecoverPosition = RecoverPosition()
+    #: Compact JSON of the ``data`` field (for the subscribe proxy), None when absent.
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,15 @@ class HistoryRequest:
     reverse: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RpcRequest:
+    """``rpc``: a call the application's backend answers (the RPC proxy)."""
+
+    method: str = ""
+    #: Compact JSON of the ``data`` field, None when absent.
+    data: bytes | None = None
+
+
 Request = (
     ConnectRequest
     | SubscribeRequest
@@ -102,6 +117,7 @@ Request = (
     | RefreshRequest
     | SubRefreshRequest
     | HistoryRequest
+    | RpcRequest
 )
 
 

@@ -6,6 +6,12 @@ owns no socket and no event loop: the transports feed it and write what it produ
 reaches the rest of the node only through :class:`SessionHost`, whose calls are all
 synchronous, so the effects of one frame happen in one step and in command order.
 
+What only the network can answer (the application's backend, through the proxies) leaves
+the session as an operation (:mod:`tidings.protocol.operations`): ``take_operations``
+hands it to the host, ``complete`` brings its outcome back and produces the reply. While
+a connect or a subscribe is out, later commands wait in arrival order (pongs excepted),
+so none of them can overtake it.
+
 Publications do not pass through the session: the hub hands them straight to the
 connection's writer (the ``subscriber`` handle given here), so the hot path is free of
 protocol logic.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
@@ -40,9 +47,25 @@ from tidings.protocol.messages import (
     HistoryRequest,
     RecoverPosition,
     RefreshRequest,
+    RpcRequest,
     SubRefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
+)
+from tidings.protocol.operations import (
+    INTERNAL,
+    Answered,
+    ConnectCall,
+    Connected,
+    Disconnected,
+    Operation,
+    Outcome,
+    RefreshCall,
+    Refreshed,
+    Rejected,
+    RpcCall,
+    SubscribeCall,
+    Subscribed,
 )
 from tidings.subscription import HistoryPage, Recovery, Subscriber
 
@@ -54,6 +77,13 @@ log = logging.getLogger(__name__)
 #: treats codes below 2500 as final for that subscription.
 SERVER_UNSUBSCRIBE = 2000
 
+
+#: Operations of one connection that let later commands pass (rpc) and may be out at once;
+#: more are answered 111, so a client cannot pile up backend calls faster than they end.
+MAX_OPERATIONS_IN_FLIGHT = 100
+#: Commands that may wait behind a connect or a subscribe that is out; more close the
+#: connection with 3013 (too many requests).
+MAX_WAITING_COMMANDS = 100
 
 _ADMIT_REASONS = {
     DisconnectCode.CONNECTION_LIMIT: "connection limit reached "
@@ -117,8 +147,12 @@ class SessionHost(Protocol):
     ) -> HistoryPage | None:
         """A page of the channel's history; None when ``since`` cannot be served."""
 
-    def count_error(self, code: ErrorCode) -> None:
-        """Counts an error reply (metrics)."""
+    def count_error(self, code: int) -> None:
+        """Counts an error reply (metrics); ``code`` may be an application backend's."""
+
+    def proxies(self, event: str, method: str | None = None) -> bool:
+        """Whether the application's backend answers ``event``: ``connect`` (connections
+        without a token), ``refresh`` (their expiry) or ``rpc`` (any, or of ``method``)."""
 
 
 class Session:
@@ -139,14 +173,22 @@ class Session:
         "_close",
         "_close_reason",
         "_expires_at",
+        "_holder",
         "_host",
+        "_in_flight",
+        "_meta",
         "_next_ping",
+        "_operations",
         "_output",
         "_pong_deadline",
+        "_refreshing",
+        "_server_refresh",
         "_settings",
         "_stale_at",
         "_sub_expiry",
         "_subscriber",
+        "_tickets",
+        "_waiting",
         "_wall_offset",
         "channels",
         "client_id",
@@ -173,7 +215,18 @@ class Session:
         # Token expiries are Unix times; timers use the caller's clock. Keep the offset.
         self._wall_offset = (wall_clock if wall_clock is not None else now) - now
         self._output: list[bytes] = []
-        self._close: DisconnectCode | None = None
+        self._operations: list[Operation] = []
+        #: Tickets of the operations out, and the last ticket given.
+        self._in_flight: set[int] = set()
+        self._tickets = 0
+        #: The ticket of the connect or subscribe that later commands wait for, or 0.
+        self._holder = 0
+        self._waiting: deque[Command] = deque()
+        #: The connection expires by the refresh proxy's word, not by a token's.
+        self._server_refresh = False
+        self._refreshing = False
+        self._meta: bytes | None = None
+        self._close: int | None = None
         self._close_reason = ""
         self._stale_at = now + settings.stale_timeout
         self._next_ping = 0.0
@@ -193,14 +246,47 @@ class Session:
         out, self._output = self._output, []
         return out
 
+    def take_operations(self) -> list[Operation]:
+        """The operations for the host to perform, in command order; clears them."""
+        out, self._operations = self._operations, []
+        return out
+
+    def complete(self, operation: Operation, outcome: Outcome, now: float) -> None:
+        """The host performed ``operation``: produces its reply (or close), then runs the
+        commands that waited for it. An operation completed twice, or after the session
+        closed, is ignored."""
+        if operation.ticket not in self._in_flight:
+            return
+        self._in_flight.discard(operation.ticket)
+        if self.state is SessionState.CLOSED:
+            return
+        if isinstance(operation, ConnectCall):
+            self._connected(operation, outcome, now)
+        elif isinstance(operation, SubscribeCall):
+            self._subscribed(operation, outcome, now)
+        elif isinstance(operation, RpcCall):
+            self._answered(operation, outcome)
+        else:
+            self._refreshed(outcome, now)
+        if self._holder == operation.ticket:
+            self._holder = 0
+            while self._waiting and not self._holder and self._close is None:
+                self._handle(self._waiting.popleft(), now)
+
     @property
     def handle(self) -> Any:
         """The subscriber handle given at creation (the connection's writer)."""
         return self._subscriber
 
     @property
-    def close_code(self) -> DisconnectCode | None:
-        """Set once the session wants the connection closed with this code."""
+    def pending(self) -> int:
+        """How many operations are out (given to the host and not completed)."""
+        return len(self._in_flight)
+
+    @property
+    def close_code(self) -> int | None:
+        """Set once the session wants the connection closed with this code (tidings' own,
+        a :class:`DisconnectCode`, or one an application backend chose)."""
         return self._close
 
     @property
@@ -218,7 +304,10 @@ class Session:
         times = [self._next_ping]
         if self._pong_deadline:
             times.append(self._pong_deadline)
-        if self._expires_at:
+        if self._server_refresh:
+            if self._expires_at and not self._refreshing:
+                times.append(self._expires_at - self._wall_offset)
+        elif self._expires_at:
             times.append(self._expires_at + self._settings.expired_close_delay - self._wall_offset)
         if self._sub_expiry:
             times.append(
@@ -240,13 +329,21 @@ class Session:
             self._disconnect(DisconnectCode.BAD_REQUEST, str(exc))
             return
         for command in commands:
+            if self._holder and (command.method or self.state is SessionState.CONNECTING):
+                # A connect or subscribe is out: this command must see its effect (a pong
+                # of a connected client changes nothing it could see).
+                if len(self._waiting) >= MAX_WAITING_COMMANDS:
+                    self._disconnect(DisconnectCode.TOO_MANY_REQUESTS, "too many commands")
+                    return
+                self._waiting.append(command)
+                continue
             self._handle(command, now)
             if self._close is not None:
                 return  # the rest of the frame is not processed after a disconnect
 
     def connect_unidirectional(self, request: ConnectRequest, now: float) -> None:
         """Connects a push-only client from its connect request (no command id)."""
-        if self.state is not SessionState.CONNECTING:
+        if self.state is not SessionState.CONNECTING or self._holder:
             return
         result = self._connect(request, now)
         if result is not None:
@@ -262,7 +359,14 @@ class Session:
             return
         wall = now + self._wall_offset
         delay = self._settings.expired_close_delay
-        if self._expires_at and wall >= self._expires_at + delay:
+        if self._server_refresh:
+            if self._expires_at and not self._refreshing and wall >= self._expires_at:
+                if not self._host.proxies("refresh"):
+                    self._disconnect(DisconnectCode.EXPIRED)
+                    return
+                self._refreshing = True
+                self._start(RefreshCall(self._ticket(), self.client_id, self.user, self._meta))
+        elif self._expires_at and wall >= self._expires_at + delay:
             self._disconnect(DisconnectCode.EXPIRED)
             return
         if self._sub_expiry and wall >= min(self._sub_expiry.values()) + delay:
@@ -281,18 +385,19 @@ class Session:
         """The transport is gone: drop every subscription and leave the node."""
         was_connected = self.state is SessionState.CONNECTED
         self.state = SessionState.CLOSED
+        self._waiting.clear()
         for channel in self.channels:
             self._host.unsubscribe(self._subscriber, channel)
         self.channels = set()
         if was_connected:
             self._host.release(self)
 
-    def disconnect(self, code: DisconnectCode) -> None:
+    def disconnect(self, code: int) -> None:
         """Asks for the connection to be closed with ``code`` (server-initiated)."""
         self._disconnect(code)
 
     # ------------------------------------------------------------------ commands
-    def _disconnect(self, code: DisconnectCode, reason: str = "") -> None:
+    def _disconnect(self, code: int, reason: str = "") -> None:
         if self._close is None:
             self._close = code
             self._close_reason = reason
@@ -306,6 +411,32 @@ class Session:
         self._host.count_error(code)
         if command.id:
             self._output.append(codec.encode_error(command.id, code, message))
+
+    def _rejected(self, command_id: int, method: str, outcome: Outcome) -> None:
+        """Answers a command whose operation did not succeed: the backend's error as it
+        gave it, its disconnect as a close, anything else as an internal error."""
+        if isinstance(outcome, Disconnected):
+            self._disconnect(outcome.code, outcome.reason)
+            return
+        if not isinstance(outcome, Rejected):
+            log.warning("unexpected outcome of %s: %r", method, outcome)
+            outcome = INTERNAL
+        self._host.count_error(outcome.code)
+        if command_id:
+            self._output.append(
+                codec.encode_error(command_id, outcome.code, outcome.message, outcome.temporary)
+            )
+
+    # ------------------------------------------------------------------ operations
+    def _ticket(self) -> int:
+        self._tickets += 1
+        return self._tickets
+
+    def _start(self, operation: Operation) -> None:
+        self._in_flight.add(operation.ticket)
+        self._operations.append(operation)
+        if operation.holds:
+            self._holder = operation.ticket
 
     def _handle(self, command: Command, now: float) -> None:
         method = command.method
@@ -325,7 +456,7 @@ class Session:
             self._disconnect(DisconnectCode.BAD_REQUEST, "already connected")
             return
         if method == "send":
-            return  # tidings offers no RPC; a send has no reply by definition
+            return  # async messages to the backend are not offered; a send has no reply
         if not command.id and method != "?":
             # Every known command is answered, and an answer needs an id to go to (unknown
             # ones without an id are ignored, for clients newer than this server).
@@ -345,6 +476,8 @@ class Session:
             self._sub_refresh(command, request, now)
         elif isinstance(request, HistoryRequest):
             self._history(command, request)
+        elif isinstance(request, RpcRequest) and self._host.proxies("rpc"):
+            self._rpc(command, request)
         elif method in UNSUPPORTED_METHODS:
             self._error(command, ErrorCode.NOT_AVAILABLE)
         else:
@@ -368,16 +501,33 @@ class Session:
                     # an expired one is as final for it as an invalid one.
                     self._disconnect(DisconnectCode.INVALID_TOKEN, exc.reason)
                 return None
+        elif self._host.proxies("connect"):
+            # Centrifugo names the client before asking the backend, which may log it.
+            self.client_id = str(uuid.uuid4())
+            command_id = command.id if command is not None else 0
+            self._start(ConnectCall(self._ticket(), self.client_id, "", None, request, command_id))
+            return None
         elif self._settings.insecure or self._host.anonymous_allowed():
             claims = ConnectionClaims("", 0, (), None)
         else:
             log.info("connection refused: no token")
             self._disconnect(DisconnectCode.INVALID_TOKEN)
             return None
+        return self._accept(claims, request, now)
+
+    def _accept(
+        self,
+        claims: ConnectionClaims,
+        request: ConnectRequest,
+        now: float,
+        sub_data: dict[str, bytes] | None = None,
+    ) -> dict[str, Any] | None:
+        """Admits an authenticated connection and makes its server-side subscriptions;
+        returns the connect result, or None after closing (limits)."""
         self.user = claims.user
         self.info = claims.info
         self._expires_at = claims.expires_at
-        self.client_id = str(uuid.uuid4())
+        self.client_id = self.client_id or str(uuid.uuid4())
         refused = self._host.admit(self)
         if refused is not None:
             self.client_id = ""
@@ -399,6 +549,8 @@ class Session:
             self.channels.add(channel)
             server_channels.append(channel)
             subs[channel] = self._subscribe_result(outcome)
+            if sub_data and channel in sub_data:
+                subs[channel]["data"] = raw(sub_data[channel])
         self.server_channels = frozenset(server_channels)
         result: dict[str, Any] = {
             "client": self.client_id,
@@ -409,7 +561,9 @@ class Session:
             result["pong"] = True
         if subs:
             result["subs"] = subs
-        if self._expires_at:
+        if self._expires_at and not self._server_refresh:
+            # With the refresh proxy the server extends the connection; the client has no
+            # token to send.
             result["expires"] = True
             result["ttl"] = self._ttl(self._expires_at, now)
         return result
@@ -453,6 +607,15 @@ class Session:
         if options is None:
             self._error(command, ErrorCode.UNKNOWN_CHANNEL)
             return
+        if options.proxy_subscribe and not request.token:
+            # The backend decides instead of the namespace's permissions; a subscription
+            # token still decides by itself, as in Centrifugo.
+            self._start(
+                SubscribeCall(
+                    self._ticket(), self.client_id, self.user, self._meta, request, command.id
+                )
+            )
+            return
         sub_claims: SubscriptionClaims | None = None
         if request.token:
             try:
@@ -474,11 +637,7 @@ class Session:
         if refused is not None:
             self._error(command, refused)
             return
-        outcome = self._host.subscribe(
-            self._subscriber, channel, request.position if request.recover else None
-        )
-        self.channels.add(channel)
-        result = self._subscribe_result(outcome)
+        result = self._enter(request)
         if sub_claims is not None and sub_claims.expires_at:
             if self._sub_expiry is None:
                 self._sub_expiry = {}
@@ -486,6 +645,14 @@ class Session:
             result["expires"] = True
             result["ttl"] = self._ttl(sub_claims.expires_at, now)
         self._reply(command, result)
+
+    def _enter(self, request: SubscribeRequest) -> dict[str, Any]:
+        """Adds an allowed subscription; returns its result."""
+        outcome = self._host.subscribe(
+            self._subscriber, request.channel, request.position if request.recover else None
+        )
+        self.channels.add(request.channel)
+        return self._subscribe_result(outcome)
 
     def _unsubscribe(self, command: Command, request: UnsubscribeRequest) -> None:
         channel = request.channel
@@ -646,3 +813,94 @@ class Session:
             self._disconnect(DisconnectCode.EXPIRED)
             return
         self._expires_at = expires_at
+
+    # ------------------------------------------------------------------ proxies
+    def _rpc(self, command: Command, request: RpcRequest) -> None:
+        if not self._host.proxies("rpc", request.method):
+            self._error(command, ErrorCode.METHOD_NOT_FOUND)
+            return
+        if len(self._in_flight) >= MAX_OPERATIONS_IN_FLIGHT:
+            self._error(command, ErrorCode.TOO_MANY_REQUESTS, "too many calls in flight")
+            return
+        self._start(
+            RpcCall(
+                self._ticket(),
+                self.client_id,
+                self.user,
+                self._meta,
+                request.method,
+                request.data,
+                command.id,
+            )
+        )
+
+    def _connected(self, call: ConnectCall, outcome: Outcome, now: float) -> None:
+        """The connect proxy answered."""
+        if not isinstance(outcome, Connected):
+            log.info("connection refused by the backend: %r", outcome)
+            if self._bidirectional or isinstance(outcome, Disconnected):
+                self._rejected(call.command_id, "connect", outcome)
+            elif isinstance(outcome, Rejected) and outcome.temporary:
+                self._disconnect(DisconnectCode.INTERNAL_ERROR, outcome.message)
+            else:
+                # A push-only client has no error reply to read: its refusal is a close.
+                message = outcome.message if isinstance(outcome, Rejected) else ""
+                self._disconnect(DisconnectCode.PERMISSION_DENIED, message)
+            return
+        if outcome.expire_at and outcome.expire_at <= now + self._wall_offset:
+            log.info("connect proxy gave user %r an expire_at in the past", outcome.user)
+            self._disconnect(DisconnectCode.EXPIRED)
+            return
+        self._server_refresh = True
+        self._meta = outcome.meta
+        claims = ConnectionClaims(outcome.user, outcome.expire_at, outcome.channels, outcome.info)
+        result = self._accept(claims, call.request, now, dict(outcome.sub_data))
+        if result is None:
+            return
+        if outcome.data is not None:
+            result["data"] = raw(outcome.data)
+        if self._bidirectional:
+            if call.command_id:
+                self._output.append(codec.encode_reply(call.command_id, "connect", result))
+        else:
+            self._output.append(codec.encode({"connect": result}))
+
+    def _subscribed(self, call: SubscribeCall, outcome: Outcome, now: float) -> None:
+        """The subscribe proxy answered."""
+        if not isinstance(outcome, Subscribed):
+            log.info("subscription to %r refused by the backend: %r", call.request.channel, outcome)
+            self._rejected(call.command_id, "subscribe", outcome)
+            return
+        result = self._enter(call.request)
+        if outcome.data is not None:
+            result["data"] = raw(outcome.data)
+        self._reply(Command(call.command_id, "subscribe"), result)
+
+    def _answered(self, call: RpcCall, outcome: Outcome) -> None:
+        """The RPC proxy answered."""
+        if not isinstance(outcome, Answered):
+            self._rejected(call.command_id, "rpc", outcome)
+            return
+        result: dict[str, Any] = {}
+        if outcome.data is not None:
+            result["data"] = raw(outcome.data)
+        self._reply(Command(call.command_id, "rpc"), result)
+
+    def _refreshed(self, outcome: Outcome, now: float) -> None:
+        """The refresh proxy answered (the host turns its own failures into a retry time)."""
+        self._refreshing = False
+        if isinstance(outcome, Disconnected):
+            self._disconnect(outcome.code, outcome.reason)
+            return
+        wall = now + self._wall_offset
+        if (
+            not isinstance(outcome, Refreshed)
+            or outcome.expired
+            or (outcome.expire_at and outcome.expire_at <= wall)
+        ):
+            log.info("connection of user %r expired (refresh proxy: %r)", self.user, outcome)
+            self._disconnect(DisconnectCode.EXPIRED)
+            return
+        self._expires_at = outcome.expire_at
+        if outcome.info is not None:
+            self.info = outcome.info

@@ -1,0 +1,181 @@
+"""Operations a session hands to its host to perform asynchronously, and their outcomes.
+
+Some commands cannot be answered in the step that receives them: the answer comes from the
+application's backend (the proxies) over the network. The session stays sans-I/O: it
+queues an :data:`Operation` (``Session.take_operations``), the host performs it and gives
+back an :data:`Outcome` (``Session.complete``), and only then does the session produce the
+reply. An operation that :attr:`holds` the session (connect, subscribe) makes the commands
+after it wait until it completes, so they see its effect, as if it had been answered at
+once; the others (rpc, refresh) let later commands pass, their replies matched by id.
+
+The host must complete every operation it is given, exactly once, with an outcome: a
+failure of its own (timeout, refused connection, bad answer) is :data:`INTERNAL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tidings.codes import ErrorCode
+from tidings.protocol.messages import ConnectRequest, SubscribeRequest
+
+__all__ = [
+    "INTERNAL",
+    "Answered",
+    "ConnectCall",
+    "Connected",
+    "Disconnected",
+    "Operation",
+    "Outcome",
+    "Peer",
+    "RefreshCall",
+    "Refreshed",
+    "Rejected",
+    "RpcCall",
+    "SubscribeCall",
+    "Subscribed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What the host knows of a connection's client from its HTTP request.
+
+    Attributes:
+        transport: the transport's name as Centrifugo spells it (``websocket``, ``sse``…).
+        ip: the peer address as seen by this node.
+        headers: the allowed request headers, ``(lower-case name, value)``.
+    """
+
+    transport: str
+    ip: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(
+        cls, transport: str, ip: str, headers: Mapping[str, str], allowed: Iterable[str]
+    ) -> Peer:
+        """Keeps only the ``allowed`` headers (names compared without regard to case)."""
+        wanted = {name.lower() for name in allowed}
+        kept = tuple((k.lower(), v) for k, v in headers.items() if k.lower() in wanted)
+        return cls(transport, ip, kept)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    #: The session's serial number of the operation (identifies it in ``complete``).
+    ticket: int
+    #: The client id (assigned before the connect proxy is asked, as Centrifugo does).
+    client: str
+    user: str
+    #: Compact JSON of the connection's ``meta`` from the connect proxy, or None.
+    meta: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCall(_Call):
+    """Authenticate a connection that came without a token (the connect proxy)."""
+
+    request: ConnectRequest
+    #: The connect command's id; 0 for a push-only connection.
+    command_id: int = 0
+
+    holds = True
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshCall(_Call):
+    """Extend a connection whose ``expire_at`` has come (the refresh proxy)."""
+
+    holds = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeCall(_Call):
+    """Decide a subscription (the subscribe proxy)."""
+
+    request: SubscribeRequest
+    command_id: int = 0
+
+    holds = True
+
+
+@dataclass(frozen=True, slots=True)
+class RpcCall(_Call):
+    """Answer a client's ``rpc`` command (the RPC proxy)."""
+
+    method: str
+    #: Compact JSON of the call's data, or None.
+    data: bytes | None
+    command_id: int = 0
+
+    holds = False
+
+
+Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The backend's error, answered to the command (``code`` may be the application's)."""
+
+    code: int
+    message: str
+    temporary: bool = False
+
+
+#: What the host answers for a failure of its own: a timeout, an unreachable backend, an
+#: answer that is not what the proxy protocol defines.
+INTERNAL = Rejected(int(ErrorCode.INTERNAL), ErrorCode.INTERNAL.message, True)
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The backend wants the connection closed with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The connect proxy accepted the connection."""
+
+    user: str
+    #: Unix time when the connection expires (then the refresh proxy is asked); 0: never.
+    expire_at: int = 0
+    #: Compact JSON of ``info``, ``data`` and ``meta``, each None when absent.
+    info: bytes | None = None
+    data: bytes | None = None
+    #: Server-side subscriptions (``channels`` and the keys of ``subs``).
+    channels: tuple[str, ...] = ()
+    #: Per-channel ``data`` of ``subs`` entries, sent in that subscription's result.
+    sub_data: tuple[tuple[str, bytes], ...] = ()
+    meta: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The refresh proxy's verdict."""
+
+    expired: bool = False
+    expire_at: int = 0
+    info: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The subscribe proxy allowed the subscription; ``data`` goes to the client."""
+
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The RPC proxy's result; ``data`` goes to the client."""
+
+    data: bytes | None = None
+
+
+Outcome = Rejected | Disconnected | Connected | Refreshed | Subscribed | Answered

@@ -1,0 +1,385 @@
+"""The session's backend operations: handed to the host, completed, and what waits for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fakes import T0, WALL, Client, FakeHost, settings
+from tidings.codes import DisconnectCode, ErrorCode
+from tidings.config import NamespaceSettings
+from tidings.protocol.operations import (
+    INTERNAL,
+    Answered,
+    ConnectCall,
+    Connected,
+    Disconnected,
+    Operation,
+    Outcome,
+    RefreshCall,
+    Refreshed,
+    Rejected,
+    RpcCall,
+    SubscribeCall,
+    Subscribed,
+)
+from tidings.protocol.session import (
+    MAX_OPERATIONS_IN_FLIGHT,
+    MAX_WAITING_COMMANDS,
+    SessionState,
+)
+
+
+def make_host(*events: str) -> FakeHost:
+    host = FakeHost(
+        settings(
+            namespaces=[
+                NamespaceSettings(name="backend", proxy_subscribe=True),
+                NamespaceSettings(name="public", allow_anonymous=True),
+            ]
+        )
+    )
+    host.proxied = set(events)
+    return host
+
+
+def parsed(client: Client) -> list[dict[str, Any]]:
+    return [orjson.loads(m) for m in client.session.take_output()]
+
+
+def only(client: Client) -> Operation:
+    operations = client.session.take_operations()
+    assert len(operations) == 1, operations
+    return operations[0]
+
+
+def complete(client: Client, operation: Operation, outcome: Outcome) -> list[dict[str, Any]]:
+    client.session.complete(operation, outcome, T0)
+    return parsed(client)
+
+
+def proxy_connected(client: Client, outcome: Connected | None = None) -> dict[str, Any]:
+    assert client.send({"id": 1, "connect": {"name": "js", "data": {"hello": 1}}}) == []
+    call = only(client)
+    assert isinstance(call, ConnectCall)
+    replies = complete(client, call, outcome or Connected("bob"))
+    assert [r["id"] for r in replies] == [1]
+    result: dict[str, Any] = replies[0]["connect"]
+    return result
+
+
+class TestConnectProxy:
+    def test_the_backend_names_the_user(self) -> None:
+        client = Client(make_host("connect"))
+        assert client.send({"id": 1, "connect": {"name": "js", "data": {"hello": 1}}}) == []
+        call = only(client)
+        assert isinstance(call, ConnectCall)
+        assert call.request.data == b'{"hello":1}' and call.command_id == 1
+        assert call.client and call.client == client.session.client_id
+        outcome = Connected("bob", info=b'{"n":1}', data=b'{"welcome":true}', meta=b'{"m":2}')
+        [reply] = complete(client, call, outcome)
+        result = reply["connect"]
+        assert result["client"] == call.client
+        assert result["data"] == {"welcome": True}
+        assert "expires" not in result
+        session = client.session
+        assert (session.state, session.user, session.info) == (
+            SessionState.CONNECTED,
+            "bob",
+            b'{"n":1}',
+        )
+
+    def test_a_token_is_still_verified_by_itself(self) -> None:
+        client = Client(make_host("connect"))
+        client.connect()
+        assert client.session.take_operations() == []
+        assert client.session.user == "alice"
+
+    def test_server_side_subscriptions_with_their_data(self) -> None:
+        client = Client(make_host("connect"))
+        outcome = Connected("bob", channels=("news", "public:x"), sub_data=(("news", b"[1]"),))
+        result = proxy_connected(client, outcome)
+        assert set(result["subs"]) == {"news", "public:x"}
+        assert result["subs"]["news"]["data"] == [1]
+        assert client.session.server_channels == {"news", "public:x"}
+
+    def test_commands_wait_for_the_connect(self) -> None:
+        client = Client(make_host("connect"))
+        frame = [
+            {"id": 1, "connect": {}},
+            {"id": 2, "subscribe": {"channel": "news"}},
+            {},  # a pong waits too, before the connect is done
+            {"id": 3, "unsubscribe": {"channel": "news"}},
+        ]
+        assert client.send(*frame) == []
+        assert client.session.state is SessionState.CONNECTING
+        call = only(client)
+        replies = complete(client, call, Connected("bob"))
+        assert [r["id"] for r in replies] == [1, 2, 3]
+        assert "subscribe" in replies[1] and replies[2]["unsubscribe"] == {}
+
+    def test_an_error_is_answered_as_the_backend_gave_it(self) -> None:
+        host = make_host("connect")
+        client = Client(host)
+        client.send({"id": 7, "connect": {}})
+        [reply] = complete(client, only(client), Rejected(1000, "go away"))
+        assert reply == {"id": 7, "error": {"code": 1000, "message": "go away"}}
+        assert client.session.state is SessionState.CONNECTING
+        assert host.errors == [1000] and host.admitted == []
+
+    def test_a_failure_is_a_temporary_internal_error(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 7, "connect": {}})
+        [reply] = complete(client, only(client), INTERNAL)
+        assert reply["error"] == {"code": 100, "message": "internal", "temporary": True}
+
+    def test_a_disconnect_closes_with_its_code(self) -> None:
+        host = make_host("connect")
+        client = Client(host)
+        client.send({"id": 1, "connect": {}})
+        assert complete(client, only(client), Disconnected(4501, "banned")) == []
+        assert (client.session.close_code, client.session.close_reason) == (4501, "banned")
+        assert host.admitted == []
+
+    def test_an_expire_at_in_the_past_closes_3005(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 1, "connect": {}})
+        complete(client, only(client), Connected("bob", expire_at=int(WALL) - 5))
+        assert client.session.close_code == DisconnectCode.EXPIRED
+
+    def test_a_late_completion_is_ignored(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 1, "connect": {}})
+        call = only(client)
+        client.session.closed()
+        assert complete(client, call, Connected("bob")) == []
+        assert client.session.state is SessionState.CLOSED
+
+    def test_a_completion_twice_counts_once(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 1, "connect": {}})
+        call = only(client)
+        assert len(complete(client, call, Connected("bob"))) == 1
+        assert complete(client, call, Connected("eve")) == []
+        assert client.session.user == "bob"
+
+    def test_too_many_waiting_commands_close_3013(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 1, "connect": {}})
+        for i in range(MAX_WAITING_COMMANDS + 1):
+            client.send({"id": 2 + i, "unsubscribe": {"channel": "x"}})
+        assert client.session.close_code == DisconnectCode.TOO_MANY_REQUESTS
+
+    def test_the_stale_timer_still_runs(self) -> None:
+        client = Client(make_host("connect"))
+        client.send({"id": 1, "connect": {}})
+        client.tick(T0 + client.host.settings.client.stale_timeout)
+        assert client.session.close_code == DisconnectCode.STALE
+
+    @pytest.mark.parametrize(
+        ("outcome", "code"),
+        [
+            (INTERNAL, DisconnectCode.INTERNAL_ERROR),
+            (Rejected(1000, "no"), DisconnectCode.PERMISSION_DENIED),
+            (Disconnected(4000, "later"), 4000),
+        ],
+    )
+    def test_push_only_refusals_are_closes(self, outcome: Outcome, code: int) -> None:
+        from tidings.protocol.messages import ConnectRequest
+
+        client = Client(make_host("connect"), bidirectional=False)
+        client.session.connect_unidirectional(ConnectRequest(), T0)
+        call = only(client)
+        client.session.connect_unidirectional(ConnectRequest(), T0)  # a second one waits
+        assert client.session.take_operations() == []
+        complete(client, call, outcome)
+        assert client.session.close_code == code
+
+    def test_push_only_connect(self) -> None:
+        from tidings.protocol.messages import ConnectRequest
+
+        client = Client(make_host("connect"), bidirectional=False)
+        client.session.connect_unidirectional(ConnectRequest(), T0)
+        [push] = complete(client, only(client), Connected("bob", data=b"1"))
+        assert push["connect"]["data"] == 1 and "pong" not in push["connect"]
+
+
+class TestRefreshProxy:
+    def connected(self, *events: str) -> Client:
+        client = Client(make_host("connect", *events))
+        result = proxy_connected(client, Connected("bob", expire_at=int(WALL) + 60))
+        assert "expires" not in result and "ttl" not in result
+        return client
+
+    def test_the_backend_extends_the_connection(self) -> None:
+        client = self.connected("refresh")
+        client.tick(T0 + 59)
+        assert client.session.take_operations() == []
+        client.tick(T0 + 60)
+        call = only(client)
+        assert isinstance(call, RefreshCall) and call.user == "bob"
+        client.tick(T0 + 61)  # one refresh at a time
+        assert client.session.take_operations() == []
+        client.session.complete(call, Refreshed(expire_at=int(WALL) + 600, info=b"2"), T0 + 61)
+        assert client.session.close_code is None and client.session.info == b"2"
+        client.send({}, at=T0 + 61)  # the pong of the ping at T0 + 59
+        client.tick(T0 + 599)
+        assert client.session.take_operations() == []
+        client.tick(T0 + 600)
+        assert isinstance(only(client), RefreshCall)
+
+    def test_expired_closes_3005(self) -> None:
+        client = self.connected("refresh")
+        client.tick(T0 + 60)
+        client.session.complete(only(client), Refreshed(expired=True), T0 + 60)
+        assert client.session.close_code == DisconnectCode.EXPIRED
+
+    def test_without_a_refresh_proxy_it_expires_at_once(self) -> None:
+        client = self.connected()
+        client.tick(T0 + 60)
+        assert client.session.close_code == DisconnectCode.EXPIRED
+
+    def test_a_disconnect_closes(self) -> None:
+        client = self.connected("refresh")
+        client.tick(T0 + 60)
+        client.session.complete(only(client), Disconnected(4502, "revoked"), T0 + 60)
+        assert client.session.close_code == 4502
+
+
+class TestSubscribeProxy:
+    def connected(self) -> tuple[FakeHost, Client]:
+        host = make_host()
+        client = Client(host)
+        client.connect()
+        return host, client
+
+    def test_the_backend_allows_it(self) -> None:
+        host, client = self.connected()
+        command = {"id": 2, "subscribe": {"channel": "backend:1", "data": {"why": "x"}}}
+        assert client.send(command) == []
+        call = only(client)
+        assert isinstance(call, SubscribeCall)
+        assert (call.request.channel, call.request.data, call.user) == (
+            "backend:1",
+            b'{"why":"x"}',
+            "alice",
+        )
+        assert "backend:1" not in client.session.channels
+        [reply] = complete(client, call, Subscribed(b'{"ok":1}'))
+        assert reply["id"] == 2 and reply["subscribe"]["data"] == {"ok": 1}
+        assert "backend:1" in client.session.channels
+        assert host.subscribe_calls[-1][1] == "backend:1"
+
+    def test_refused_by_the_backend(self) -> None:
+        host, client = self.connected()
+        client.send({"id": 2, "subscribe": {"channel": "backend:1"}})
+        [reply] = complete(client, only(client), Rejected(403, "not yours", False))
+        assert reply == {"id": 2, "error": {"code": 403, "message": "not yours"}}
+        assert "backend:1" not in client.session.channels
+        assert host.subscribe_calls == []
+
+    def test_later_commands_wait_and_see_it(self) -> None:
+        _, client = self.connected()
+        replies = client.send(
+            {"id": 2, "subscribe": {"channel": "backend:1"}},
+            {"id": 3, "subscribe": {"channel": "backend:1"}},
+            {"id": 4, "unsubscribe": {"channel": "backend:1"}},
+        )
+        assert replies == []
+        [call] = client.session.take_operations()
+        replies = complete(client, call, Subscribed())
+        assert [r["id"] for r in replies] == [2, 3, 4]
+        assert replies[1]["error"]["code"] == ErrorCode.ALREADY_SUBSCRIBED
+        assert client.session.channels == set()
+
+    def test_a_waiting_subscribe_may_wait_in_turn(self) -> None:
+        _, client = self.connected()
+        client.send(
+            {"id": 2, "subscribe": {"channel": "backend:1"}},
+            {"id": 3, "subscribe": {"channel": "backend:2"}},
+            {"id": 4, "unsubscribe": {"channel": "backend:2"}},
+        )
+        first = only(client)
+        assert complete(client, first, Subscribed())[0]["id"] == 2
+        second = only(client)
+        assert isinstance(second, SubscribeCall) and second.request.channel == "backend:2"
+        assert [r["id"] for r in complete(client, second, Subscribed())] == [3, 4]
+
+    def test_a_token_decides_by_itself(self) -> None:
+        from tests.fakes import token
+
+        _, client = self.connected()
+        tok = token("alice", channel="backend:1")
+        [reply] = client.send({"id": 2, "subscribe": {"channel": "backend:1", "token": tok}})
+        assert "subscribe" in reply and client.session.take_operations() == []
+
+    def test_names_are_checked_first(self) -> None:
+        _, client = self.connected()
+        [reply] = client.send({"id": 2, "subscribe": {"channel": "nowhere:1"}})
+        assert reply["error"]["code"] == ErrorCode.UNKNOWN_CHANNEL
+        assert client.session.take_operations() == []
+
+
+class TestRpcProxy:
+    def connected(self, *methods: str) -> Client:
+        host = make_host("rpc")
+        host.rpc_methods = set(methods)
+        client = Client(host)
+        client.connect()
+        return client
+
+    def test_forwarded_and_answered(self) -> None:
+        client = self.connected()
+        assert client.send({"id": 5, "rpc": {"method": "sum", "data": [1, 2]}}) == []
+        call = only(client)
+        assert isinstance(call, RpcCall)
+        assert (call.method, call.data, call.user) == ("sum", b"[1,2]", "alice")
+        assert complete(client, call, Answered(b"3")) == [{"id": 5, "rpc": {"data": 3}}]
+
+    def test_calls_do_not_wait_for_each_other(self) -> None:
+        client = self.connected()
+        replies = client.send(
+            {"id": 5, "rpc": {"method": "a"}},
+            {"id": 6, "rpc": {"method": "b"}},
+            {"id": 7, "unsubscribe": {"channel": "x"}},
+        )
+        assert replies == [{"id": 7, "unsubscribe": {}}]
+        a, b = client.session.take_operations()
+        assert complete(client, b, Answered()) == [{"id": 6, "rpc": {}}]
+        assert complete(client, a, Rejected(1001, "nope", True)) == [
+            {"id": 5, "error": {"code": 1001, "message": "nope", "temporary": True}}
+        ]
+
+    def test_a_method_not_configured_is_104(self) -> None:
+        client = self.connected("sum")
+        [reply] = client.send({"id": 5, "rpc": {"method": "drop"}})
+        assert reply["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
+
+    def test_without_a_proxy_rpc_is_108(self) -> None:
+        client = Client(make_host())
+        client.connect()
+        [reply] = client.send({"id": 5, "rpc": {"method": "sum"}})
+        assert reply["error"]["code"] == ErrorCode.NOT_AVAILABLE
+
+    def test_calls_in_flight_are_bounded(self) -> None:
+        client = self.connected()
+        for i in range(MAX_OPERATIONS_IN_FLIGHT):
+            assert client.send({"id": i + 1, "rpc": {"method": "m"}}) == []
+        [reply] = client.send({"id": 999, "rpc": {"method": "m"}})
+        assert reply["error"]["code"] == ErrorCode.TOO_MANY_REQUESTS
+        assert client.session.pending == MAX_OPERATIONS_IN_FLIGHT
+
+    def test_a_disconnect_answer_closes(self) -> None:
+        client = self.connected()
+        client.send({"id": 5, "rpc": {"method": "m"}})
+        complete(client, only(client), Disconnected(3000, "bye"))
+        assert client.session.close_code == 3000
+
+    def test_after_a_disconnect_other_calls_are_dropped(self) -> None:
+        client = self.connected()
+        client.send({"id": 5, "rpc": {"method": "m"}}, {"id": 6, "rpc": {"method": "m"}})
+        a, b = client.session.take_operations()
+        complete(client, a, Disconnected(3000, "bye"))
+        assert complete(client, b, Answered(b"1")) == []
