@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocol core", ("tidings.protocol.session",)),
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
+    ("backend", ("tidings.proxy",)),
     ("node", ("tidings.node",)),
     ("edges", ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo")),
     ("process", ("tidings.server", "tidings.cli")),

@@ -62,6 +62,13 @@ class Metrics:
             ["method", "status"],
             registry=r,
         )
+        self.proxy_requests = Counter(
+            "tidings_proxy_requests",
+            "Requests to the application's backend, by event and result "
+            "(ok, anonymous, error, disconnect, failed)",
+            ["event", "result"],
+            registry=r,
+        )
         self.log_position = Gauge(
             "tidings_log_position", "Last log position processed by this node", registry=r
         )

@@ -18,7 +18,7 @@ import orjson
 from tidings import commands
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
-from tidings.codes import DisconnectCode, ErrorCode
+from tidings.codes import DisconnectCode
 from tidings.config import ChannelOptions, Settings
 from tidings.flusher import Flusher
 from tidings.history import History
@@ -26,7 +26,9 @@ from tidings.hub import Hub
 from tidings.log.base import Log
 from tidings.metrics import Metrics
 from tidings.protocol.messages import RecoverPosition
+from tidings.protocol.operations import Operation, Outcome, Peer
 from tidings.protocol.session import Session, SubscribeOutcome
+from tidings.proxy import ProxyClient
 from tidings.publication import Publication
 from tidings.record import Record
 from tidings.router import (
@@ -93,6 +95,8 @@ class Node:
         self.history = History()
         self.hub = Hub(self.history)
         self.timers = TimerQueue(monotonic)
+        #: The application's backend (the proxies), shared by every connection.
+        self.proxy = ProxyClient(settings.proxy, self.metrics, clock)
         #: Writes every connection with queued bytes once per loop turn.
         self.flusher = Flusher()
         self.head = 0
@@ -172,6 +176,7 @@ class Node:
         """Stops the timers and the log."""
         self.metrics.ready.set(0)
         await self.timers.stop()
+        await self.proxy.close()
         await self.log.close()
 
     @property
@@ -390,8 +395,15 @@ class Node:
             now=self.clock(),
         )
 
-    def count_error(self, code: ErrorCode) -> None:
+    def count_error(self, code: int) -> None:
         self.metrics.errors.labels(str(int(code))).inc()
+
+    def proxies(self, event: str, method: str | None = None) -> bool:
+        return self.proxy.enabled(event, method)
+
+    async def perform(self, operation: Operation, peer: Peer) -> Outcome:
+        """Performs an operation a session handed over (see tidings.protocol.operations)."""
+        return await self.proxy.perform(operation, peer)
 
     # ------------------------------------------------------------------ server commands
     async def send_command(self, command: commands.ServerCommand) -> None:

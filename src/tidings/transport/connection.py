@@ -10,7 +10,9 @@ grows past ``max_queue_bytes`` is cut with 3008 (slow) and its queue is dropped,
 slow browser never holds memory without bound or slows the others.
 
 The writer depends on :class:`WriterHost`, not on the node, so unit tests run it with an
-in-memory transport and a host of their own.
+in-memory transport and a host of their own. It also runs the operations its session hands
+over (backend calls): one task each, cancelled when the connection ends; each outcome goes
+back to the session and whatever that produces is written at once.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-from tidings.codes import DisconnectCode
+from tidings.codes import DisconnectCode, close_reason
 from tidings.flusher import Flusher
 from tidings.metrics import Metrics
+from tidings.protocol.operations import Operation, Outcome, Peer
 from tidings.protocol.session import Session
 from tidings.publication import Publication
 from tidings.timers import TimerQueue
@@ -41,6 +44,12 @@ class WriterHost(Protocol):
     timers: TimerQueue
     #: Counts disconnects and slow-client cuts.
     metrics: Metrics
+
+    def monotonic(self) -> float:
+        """The clock the sessions' timers run on."""
+
+    async def perform(self, operation: Operation, peer: Peer) -> Outcome:
+        """Performs what a session handed over; never raises (a failure is an outcome)."""
 
 
 class Framing(Protocol):
@@ -71,8 +80,10 @@ class Connection(abc.ABC):
         "_limit",
         "_pending",
         "_single",
+        "_tasks",
         "closing",
         "host",
+        "peer",
         "session",
         "transport",
     )
@@ -85,8 +96,12 @@ class Connection(abc.ABC):
         transport: asyncio.Transport,
         framing: Framing,
         max_queue_bytes: int,
+        peer: Peer | None = None,
     ) -> None:
         self.host = host
+        #: The client as the backend is told of it (transport, address, allowed headers).
+        self.peer = peer or Peer(self.kind)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.transport = transport
         self.session: Session | None = None
         self._framing = framing
@@ -96,7 +111,7 @@ class Connection(abc.ABC):
         self.closing = False
 
     @abc.abstractmethod
-    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+    def _close_transport(self, code: int, reason: str) -> None:
         """Tells the client ``code`` and ``reason`` the transport's way and closes the socket."""
 
     # ------------------------------------------------------------------ hub side
@@ -154,6 +169,7 @@ class Connection(abc.ABC):
         if session is None:
             return
         self.send(session.take_output())
+        self._perform(session)
         code = session.close_code
         if code is not None and not self.closing:
             self.close(code, session.close_reason)
@@ -167,13 +183,29 @@ class Connection(abc.ABC):
             return float("inf")
         session.tick(now)
         self.send(session.take_output())
+        self._perform(session)
         if session.close_code is not None:
             self.close(session.close_code, session.close_reason)
             return float("inf")
         return session.deadline
 
-    def close(self, code: DisconnectCode, reason: str = "") -> None:
-        """Closes with ``code``: drops the queue, ends the session, tells the client.
+    def _perform(self, session: Session) -> None:
+        """Starts the operations the session handed over."""
+        for operation in session.take_operations():
+            task = asyncio.get_running_loop().create_task(self._complete(session, operation))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, session: Session, operation: Operation) -> None:
+        outcome = await self.host.perform(operation, self.peer)
+        if self.session is not session or self.closing:
+            return
+        session.complete(operation, outcome, self.host.monotonic())
+        self.pump()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Closes with ``code`` (tidings' own or a backend's): drops the queue, ends the
+        session, tells the client.
 
         ``reason`` is plain text (never JSON: the SDK would read it as legacy advice)."""
         if self.closing:
@@ -182,7 +214,7 @@ class Connection(abc.ABC):
         self.host.metrics.disconnects.labels(str(int(code))).inc()
         if self.session is not None:
             self.session.disconnect(code)
-        self._close_transport(code, (reason or code.reason)[:120])
+        self._close_transport(code, (reason or close_reason(code))[:120])
 
     def _stop(self) -> None:
         """Stops writing and timing: the start of every close."""
@@ -190,6 +222,12 @@ class Connection(abc.ABC):
         self._pending = []
         self._single = None
         self.host.timers.cancel(self)
+        # Backend calls of a connection that is gone are not waited for.
+        if self._tasks:
+            current = asyncio.current_task()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
 
     def finished(self) -> None:
         """The socket is gone: release the session and the timers."""

@@ -127,7 +127,7 @@ class FrontProtocol(asyncio.Protocol):
             self._refuse(checked)
             return
         self._release()
-        open_websocket(node, transport, checked, head.path, head.query, tail)
+        open_websocket(node, transport, checked, head.path, head.query, tail, headers)
 
     def _refuse(self, refused: Refusal) -> None:
         transport = self._transport

@@ -55,17 +55,18 @@ from aiohttp import hdrs, web
 from tidings.appkeys import NODE
 from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
-from tidings.codes import DisconnectCode, ErrorCode
+from tidings.codes import DisconnectCode, close_reason, reconnects
 from tidings.config import ChannelOptions
 from tidings.node import Node
 from tidings.protocol import eventstream
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
+from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.transport.connection import Connection, WriterHost
-from tidings.transport.gate import refuse_early
+from tidings.transport.gate import client_ip, refuse_early
 from tidings.transport.origin import origin_allowed
 
 __all__ = ["SseConnection", "add_sse_routes"]
@@ -74,7 +75,7 @@ TOKEN_COOKIE = "tidings_token"
 _EVENT_PING = eventstream.comment(b"ping")
 _UNI_PING = eventstream.event(b"{}")
 _CLOSE_GRACE = 2.0
-_REFUSAL_STATUS = {
+_REFUSAL_STATUS: dict[int, int] = {
     DisconnectCode.INVALID_TOKEN: 401,  # expired tokens too: a retry cannot succeed
     DisconnectCode.SHUTDOWN: 503,
     DisconnectCode.CONNECTION_LIMIT: 503,
@@ -106,8 +107,9 @@ class SseConnection(Connection):
         chunked: bool,
         ping: bytes,
         max_queue_bytes: int,
+        peer: Peer | None = None,
     ) -> None:
-        super().__init__(host, transport, _SseFraming(epoch, chunked), max_queue_bytes)
+        super().__init__(host, transport, _SseFraming(epoch, chunked), max_queue_bytes, peer)
         self._ping = ping
         self._started = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -129,14 +131,14 @@ class SseConnection(Connection):
             self._single = None
         super().deliver(pub)
 
-    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
+    def _close_transport(self, code: int, reason: str) -> None:
         transport = self.transport
         if self._started and not transport.is_closing():
-            if code is DisconnectCode.SLOW:
+            if code == DisconnectCode.SLOW:
                 # Its buffer is full; more bytes would only wait behind the rest.
                 transport.abort()
             else:
-                push = {"code": int(code), "reason": reason, "reconnect": code.reconnect}
+                push = {"code": code, "reason": reason, "reconnect": reconnects(code)}
                 event = eventstream.event(orjson.dumps({"disconnect": push}))
                 transport.write(self._framing.batch([event]))
         self._end()
@@ -267,13 +269,16 @@ class _StreamHost:
     def release(self, session: Session) -> None:
         self._node.release(session)
 
-    def count_error(self, code: ErrorCode) -> None:
+    def count_error(self, code: int) -> None:
         self._node.count_error(code)
 
     def read_history(
         self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
     ) -> HistoryPage | None:
         return self._node.read_history(channel, limit, since, reverse)
+
+    def proxies(self, event: str, method: str | None = None) -> bool:
+        return self._node.proxies(event, method)
 
     def opening_events(self, connect_push: bytes) -> list[bytes]:
         """The connect event, the replayed publications in order, then one gap event per
@@ -409,6 +414,12 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
         chunked=chunked,
         ping=_EVENT_PING if native else _UNI_PING,
         max_queue_bytes=node.settings.client.max_queue_bytes,
+        peer=Peer.of(
+            "sse" if native else "uni_sse",
+            client_ip(request),
+            request.headers,
+            node.settings.proxy.http_headers,
+        ),
     )
     host = _StreamHost(node, _since(request))
     now = node.monotonic()
@@ -418,11 +429,14 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
     conn.session = session
     # Connect before the response starts, so that a refusal is an HTTP status.
     session.connect_unidirectional(connect, now)
+    for operation in session.take_operations():  # the connect proxy, when it decides
+        outcome = await node.perform(operation, conn.peer)
+        session.complete(operation, outcome, node.monotonic())
     code = session.close_code
     if code is not None:
         conn.finished()
-        reason = session.close_reason or code.reason
-        return _json_error(_REFUSAL_STATUS.get(code, 400), reason, cors, code=int(code))
+        reason = session.close_reason or close_reason(code)
+        return _json_error(_REFUSAL_STATUS.get(code, 400), reason, cors, code=code)
     # Synchronously after the subscribe: nothing live can be queued before the replay.
     conn.queue_events(host.opening_events(b"".join(session.take_output())))
     response = web.StreamResponse(

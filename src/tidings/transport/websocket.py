@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl
 
@@ -34,6 +35,7 @@ from tidings.config import Settings
 from tidings.node import Closable, Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.handshake import Refusal, check_upgrade, switching_protocols
+from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SessionHost
 from tidings.protocol.wsframes import (
     Close,
@@ -47,7 +49,7 @@ from tidings.protocol.wsframes import (
 )
 from tidings.publication import Publication
 from tidings.transport.connection import Connection, WriterHost
-from tidings.transport.gate import as_response, refuse_early
+from tidings.transport.gate import as_response, peer_ip, refuse_early
 
 __all__ = [
     "BIDIRECTIONAL_PATH",
@@ -129,9 +131,11 @@ class WebSocketConnection(Connection, asyncio.Protocol):
     bidirectional = True
     framing = _PushFraming()
 
-    def __init__(self, host: WebSocketHost, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, host: WebSocketHost, transport: asyncio.Transport, peer: Peer | None = None
+    ) -> None:
         client = host.settings.client
-        super().__init__(host, transport, self.framing, client.max_queue_bytes)
+        super().__init__(host, transport, self.framing, client.max_queue_bytes, peer)
         self.host: WebSocketHost = host
         self._reader = FrameReader(client.max_frame_bytes)
         # Armed by a close: aborts the socket if the client has not finished by then.
@@ -226,8 +230,8 @@ class WebSocketConnection(Connection, asyncio.Protocol):
         self._send_close(int(failure.code), failure.reason)
 
     # ------------------------------------------------------------------ closing
-    def _close_transport(self, code: DisconnectCode, reason: str) -> None:
-        self._send_close(int(code), reason)
+    def _close_transport(self, code: int, reason: str) -> None:
+        self._send_close(code, reason)
 
     def _send_close(self, code: int | None, reason: str) -> None:
         transport = self.transport
@@ -290,6 +294,7 @@ def open_websocket(
     path: str,
     raw_query: str,
     tail: bytes = b"",
+    headers: Mapping[str, str] | None = None,
 ) -> WebSocketConnection:
     """Completes a checked handshake and makes the connection the socket's protocol.
 
@@ -300,9 +305,14 @@ def open_websocket(
         path: a WebSocket endpoint (:func:`is_websocket_path`).
         raw_query: the request's query string, still percent-encoded.
         tail: bytes the client sent after the request head.
+        headers: the request's headers, lower-case names (those of ``proxy.http_headers``
+            are kept for the backend).
     """
     transport.write(switching_protocols(accept))
-    conn = _CLASSES[path](node, transport)
+    cls = _CLASSES[path]
+    allowed = node.settings.proxy.http_headers
+    peer = Peer.of(cls.kind, peer_ip(transport), headers or {}, allowed)
+    conn = cls(node, transport, peer)
     transport.set_protocol(conn)
     connect = None
     if path == UNIDIRECTIONAL_PATH:
@@ -364,7 +374,13 @@ async def _upgrade(request: web.Request) -> web.StreamResponse:
     if taken is not None:
         transport, tail = taken
         open_websocket(
-            node, transport, checked, request.path, request.rel_url.raw_query_string, tail
+            node,
+            transport,
+            checked,
+            request.path,
+            request.rel_url.raw_query_string,
+            tail,
+            headers,
         )
     # aiohttp no longer owns the socket: this response is never sent.
     return web.Response(status=101)
