@@ -448,6 +448,13 @@ class TestProxy:
         assert s.proxy.connect_timeout == 0.25 and s.proxy.rpc_methods == ["a", "b"]
         assert s.namespaces[0].proxy_subscribe and not s.channels.proxy_subscribe
 
+    def test_endpoint_credentials_are_masked(self) -> None:
+        s = load_settings(
+            None,
+            {"TIDINGS_PROXY_CONNECT_ENDPOINT": "http://app:pw@127.0.0.1:3000/connect"},
+        )
+        assert masked(s)["proxy"]["connect_endpoint"] == "http://app:***@127.0.0.1:3000/connect"
+
     def test_a_connect_proxy_needs_no_token_key(self) -> None:
         s = load_settings(None, {"TIDINGS_PROXY_CONNECT_ENDPOINT": self.URL})
         assert s.auth.hmac_secret is None
@@ -462,6 +469,14 @@ class TestProxy:
             (
                 f"[proxy]\nrpc_endpoint = '{URL}'\nhttp_headers = ['Bad Header']",
                 "proxy.http_headers[0]",
+            ),
+            (
+                f"[proxy]\nrpc_endpoint = '{URL}'\nhttp_headers = ['Cookie', 'Content-Length']",
+                "proxy.http_headers[1]",
+            ),
+            (
+                f"[proxy]\nconnect_endpoint = '{URL}'\nconnect_timeout = '20s'",
+                "proxy.connect_timeout",
             ),
             ("[proxy]\nrpc_timeout = 0", "proxy.rpc_timeout"),
             ("[proxy]\nendpoint = 'x'", "proxy.endpoint"),

@@ -489,6 +489,22 @@ def _validate(s: Settings) -> None:
     parse_routes(s.routes)
 
 
+#: Headers of the HTTP exchange itself, which a proxy request has of its own.
+_OWN_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
@@ -509,6 +525,17 @@ def _validate_proxy(s: Settings) -> None:
     for i, header in enumerate(proxy.http_headers):
         if not _HEADER_NAME.match(header):
             raise ConfigError(f"proxy.http_headers[{i}]", f"not a header name: {header!r}")
+        low = header.lower()
+        if low in _OWN_HEADERS or low.startswith(("sec-websocket-", "proxy-")):
+            raise ConfigError(
+                f"proxy.http_headers[{i}]",
+                f"{header} belongs to the client's HTTP exchange, not to the client",
+            )
+    if proxy.connect_endpoint and proxy.connect_timeout >= s.client.stale_timeout:
+        raise ConfigError(
+            "proxy.connect_timeout",
+            "must be below client.stale_timeout, which closes a connection still connecting",
+        )
     if not proxy.subscribe_endpoint:
         named = [("channels", s.channels)] + [
             (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
@@ -602,6 +629,8 @@ def masked(settings: Settings) -> dict[str, Any]:
             value = getattr(obj, f.name)
             if f.metadata.get("secret") and value is not None:
                 value = _mask_url(value) if f.name == "url" else "***"
+            elif f.name.endswith("_endpoint") and value is not None:
+                value = _mask_url(value)  # http://user:password@backend/
             out[f.name] = value
         return out
 

@@ -177,6 +177,26 @@ class TestConnect:
         _, reply = await connect(server, {"token": token("alice")})
         assert "connect" in reply
 
+    async def test_push_only_websocket(self, proxied: LiveServer, backend: Backend) -> None:
+        backend.answers["/connect"] = {"result": {"user": "56", "channels": ["news"]}}
+        client = await open_ws(proxied, "/connection/uni_websocket", headers={"Cookie": "s=1"})
+        await client.send({"name": "bare"})
+        connect = (await client.message())["connect"]
+        assert "news" in connect["subs"]
+        await proxied.publish("news", {"n": 1})
+        assert (await client.message())["pub"]["data"] == {"n": 1}
+        [(_, body, headers)] = backend.seen
+        assert (body["transport"], body["name"]) == ("uni_websocket", "bare")
+        assert headers["Cookie"] == "s=1"
+
+    async def test_push_only_websocket_refused(
+        self, proxied: LiveServer, backend: Backend
+    ) -> None:
+        backend.answers["/connect"] = {"error": {"code": 403, "message": "no session"}}
+        client = await open_ws(proxied, "/connection/uni_websocket")
+        await client.send({})
+        assert await client.closed() == (3507, "no session")
+
     async def test_event_stream_authenticated_by_cookie(
         self, proxied: LiveServer, backend: Backend
     ) -> None:

@@ -25,7 +25,7 @@ from typing import Protocol
 from tidings.codes import DisconnectCode, close_reason
 from tidings.flusher import Flusher
 from tidings.metrics import Metrics
-from tidings.protocol.operations import Operation, Outcome, Peer
+from tidings.protocol.operations import INTERNAL, Operation, Outcome, Peer
 from tidings.protocol.session import Session
 from tidings.publication import Publication
 from tidings.timers import TimerQueue
@@ -197,7 +197,12 @@ class Connection(abc.ABC):
             task.add_done_callback(self._tasks.discard)
 
     async def _complete(self, session: Session, operation: Operation) -> None:
-        outcome = await self.host.perform(operation, self.peer)
+        try:
+            outcome = await self.host.perform(operation, self.peer)
+        except Exception:
+            # A bug of the host's must not leave the session waiting forever.
+            log.exception("performing %s failed", type(operation).__name__)
+            outcome = INTERNAL
         if self.session is not session or self.closing:
             return
         session.complete(operation, outcome, self.host.monotonic())
