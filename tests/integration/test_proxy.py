@@ -214,9 +214,13 @@ class TestConnect:
     ) -> None:
         backend.answers["/connect"] = {"error": {"code": 403, "message": "no session"}}
         async with proxied.http.get(f"{proxied.url}/events") as response:
-            assert response.status == 400
+            assert response.status == 403
             body = await response.json()
             assert body["code"] == 3507 and body["error"] == "no session"
+        backend.answers["/connect"] = b"not json"
+        async with proxied.http.get(f"{proxied.url}/events") as response:
+            assert response.status == 503
+            assert (await response.json())["code"] == 3004
 
 
 class TestSubscribe:

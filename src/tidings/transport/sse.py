@@ -79,6 +79,8 @@ _REFUSAL_STATUS: dict[int, int] = {
     DisconnectCode.INVALID_TOKEN: 401,  # expired tokens too: a retry cannot succeed
     DisconnectCode.SHUTDOWN: 503,
     DisconnectCode.CONNECTION_LIMIT: 503,
+    DisconnectCode.PERMISSION_DENIED: 403,  # the connect proxy refused
+    DisconnectCode.INTERNAL_ERROR: 503,  # the connect proxy failed
 }
 
 
