@@ -307,6 +307,16 @@ class TestSubscribeProxy:
         assert isinstance(second, SubscribeCall) and second.request.channel == "backend:2"
         assert [r["id"] for r in complete(client, second, Subscribed())] == [3, 4]
 
+    def test_subscribed_by_the_server_meanwhile(self) -> None:
+        host, client = self.connected()
+        client.send({"id": 2, "subscribe": {"channel": "backend:1"}})
+        call = only(client)
+        assert client.session.server_subscribe("backend:1")
+        client.session.take_output()
+        [reply] = complete(client, call, Subscribed())
+        assert reply["error"]["code"] == ErrorCode.ALREADY_SUBSCRIBED
+        assert [c[1] for c in host.subscribe_calls] == ["backend:1"]
+
     def test_a_token_decides_by_itself(self) -> None:
         from tests.fakes import token
 

@@ -871,10 +871,19 @@ class Session:
             log.info("subscription to %r refused by the backend: %r", call.request.channel, outcome)
             self._rejected(call.command_id, "subscribe", outcome)
             return
+        command = Command(call.command_id, "subscribe")
+        if call.request.channel in self.channels:
+            # The server API subscribed it meanwhile.
+            self._error(command, ErrorCode.ALREADY_SUBSCRIBED)
+            return
+        if len(self.channels) >= self._settings.max_subscriptions:
+            limit = "too many subscriptions (client.max_subscriptions)"
+            self._error(command, ErrorCode.LIMIT_EXCEEDED, limit)
+            return
         result = self._enter(call.request)
         if outcome.data is not None:
             result["data"] = raw(outcome.data)
-        self._reply(Command(call.command_id, "subscribe"), result)
+        self._reply(command, result)
 
     def _answered(self, call: RpcCall, outcome: Outcome) -> None:
         """The RPC proxy answered."""
