@@ -371,6 +371,53 @@ class TestInsecure:
 
 
 # ---------------------------------------------------------------------------- masked
+class TestBrokerAddresses:
+    def test_urls_alone_make_the_first_one_amqp_url(self, tmp_path: Path) -> None:
+        s = load(tmp_path, "[amqp]\nurls = ['amqp://a/', 'amqp://b/']\n")
+        assert s.amqp.url == "amqp://a/"
+        assert s.amqp.addresses == ["amqp://a/", "amqp://b/"]
+        assert s.effective_workers >= 1  # RabbitMQ is configured: several workers may run
+
+    def test_url_is_tried_first_and_not_twice(self, tmp_path: Path) -> None:
+        toml = "[amqp]\nurl = 'amqp://b/'\nurls = ['amqp://a/', 'amqp://b/', 'amqp://c/']\n"
+        assert load(tmp_path, toml).amqp.addresses == ["amqp://b/", "amqp://a/", "amqp://c/"]
+
+    def test_from_the_environment_comma_separated(self) -> None:
+        env = {**BASE_ENV, "TIDINGS_AMQP_URLS": "amqp://a:5673/, amqp://a:5674/"}
+        assert load_settings(None, env).amqp.addresses == ["amqp://a:5673/", "amqp://a:5674/"]
+
+    def test_one_url_is_one_address(self, tmp_path: Path) -> None:
+        assert load(tmp_path, "[amqp]\nurl = 'amqp://a/'\n").amqp.addresses == ["amqp://a/"]
+        assert load(tmp_path).amqp.addresses == []
+
+    def test_stream_settings(self, tmp_path: Path) -> None:
+        toml = """
+[amqp]
+url = "amqp://a/"
+stream_urls = ["rabbitmq-stream://a:5553/", "rabbitmq-stream+tls://b:5551/%2Fv"]
+stream_replicas = 3
+"""
+        amqp = load(tmp_path, toml).amqp
+        assert amqp.stream_urls == ["rabbitmq-stream://a:5553/", "rabbitmq-stream+tls://b:5551/%2Fv"]
+        assert amqp.stream_replicas == 3
+        assert load(tmp_path).amqp.stream_replicas == 0  # RabbitMQ's choice
+
+    @pytest.mark.parametrize(
+        ("toml", "key"),
+        [
+            ("[amqp]\nurls = ['amqp://a/', 'http://b/']\n", "amqp.urls[1]"),
+            ("[amqp]\nurls = 'amqp://a/'\n", "amqp.urls"),
+            ("[amqp]\nurl = 'amqp://a/'\nstream_urls = ['amqp://a/']\n", "amqp.stream_urls[0]"),
+            ("[amqp]\nurl = 'amqp://a/'\nstream_urls = ['rabbitmq-stream:///']\n", "amqp.stream_urls[0]"),
+            ("[amqp]\nstream_urls = ['rabbitmq-stream://a/']\n", "amqp.stream_urls"),
+            ("[amqp]\nstream_replicas = -1\n", "amqp.stream_replicas"),
+            ("[amqp]\nstream_replicas = 256\n", "amqp.stream_replicas"),
+        ],
+    )
+    def test_errors_name_the_key(self, tmp_path: Path, toml: str, key: str) -> None:
+        assert error(tmp_path, toml).key == key
+
+
 class TestMasked:
     def test_secrets_are_hidden(self, tmp_path: Path) -> None:
         toml = f"""
@@ -387,6 +434,17 @@ url = "amqps://tidings:s3cr%40t@rabbit.example:5671/vhost"
         assert m["amqp"]["url"] == "amqps://tidings:***@rabbit.example:5671/vhost"
         text = repr(m)
         assert SECRET not in text and "api-key" not in text and "s3cr" not in text
+
+    def test_every_broker_address_is_masked(self, tmp_path: Path) -> None:
+        toml = """
+[amqp]
+urls = ["amqp://u:pw1@a/", "amqp://u:pw2@b/"]
+stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
+"""
+        m = masked(load(tmp_path, toml))
+        assert m["amqp"]["urls"] == ["amqp://u:***@a/", "amqp://u:***@b/"]
+        assert m["amqp"]["stream_urls"] == ["rabbitmq-stream://u:***@a:5553/"]
+        assert "pw" not in repr(m)
 
     def test_a_password_holding_at_signs_is_hidden_whole(self, tmp_path: Path) -> None:
         m = masked(load(tmp_path, "[amqp]\nurl = 'amqp://u:p@ss@w@host/'\n"))

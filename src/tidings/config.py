@@ -198,6 +198,9 @@ class AmqpSettings:
     """RabbitMQ as the source and the log; with no ``url`` the embedded memory log is used."""
 
     url: str | None = _secret()
+    #: Several nodes of one RabbitMQ cluster, tried in turn when one cannot be reached or
+    #: goes away (``amqp.url``, when set too, is tried first; when not, it is the first).
+    urls: list[str] = field(default_factory=list, metadata={"secret": True})
     exchange: str = "tidings"
     exchange_type: str = "topic"
     exchange_durable: bool = True
@@ -207,6 +210,9 @@ class AmqpSettings:
     stream: str = "tidings.log"
     stream_max_age: float = _duration(86400.0, minimum=1.0)
     stream_max_bytes: int = _size(1 << 30)
+    #: Nodes holding a copy of the stream (``x-initial-cluster-size``); 0 leaves it to
+    #: RabbitMQ, which puts one on every node of the cluster.
+    stream_replicas: int = _bounded(0, 0, 255)
     quarantine_exchange: str | None = None
     max_message_bytes: int = _size(65536)
     prefetch: int = _bounded(1000, 1, 65535)
@@ -216,6 +222,10 @@ class AmqpSettings:
     reader: str = "auto"
     #: Port of the stream protocol on the broker (5552; 5551 with TLS).
     stream_port: int = _bounded(5552, 1, 65535)
+    #: The stream protocol's addresses, ``rabbitmq-stream://user:password@host:port/vhost``
+    #: (``rabbitmq-stream+tls://`` for TLS), when they are not the AMQP hosts on
+    #: ``stream_port`` (several nodes on one machine, a proxy on another port).
+    stream_urls: list[str] = field(default_factory=list, metadata={"secret": True})
     #: Keep retrying an unreachable broker at start-up instead of exiting.
     retry_on_start: bool = False
     #: Routing key used by ``/api/publish`` and ``tidings publish``.
@@ -224,6 +234,13 @@ class AmqpSettings:
     reconnect_interval: float = _duration(1.0, minimum=0.1)
     #: How often nodes write an epoch beacon into the stream (see tidings.log.epoch).
     beacon_interval: float = _duration(30.0, minimum=1.0)
+
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every broker to try, in order: ``url``, then the other ``urls``."""
+        first = [self.url] if self.url else []
+        return first + [u for u in self.urls if u != self.url]
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +482,17 @@ def _validate(s: Settings) -> None:
         if ns.name in names:
             raise ConfigError(f"namespaces[{i}].name", f"namespace {ns.name!r} defined twice")
         names.add(ns.name)
+    for i, url in enumerate(s.amqp.urls):
+        if not re.match(r"^amqps?://", url):
+            raise ConfigError(f"amqp.urls[{i}]", "must start with amqp:// or amqps://")
+    for i, url in enumerate(s.amqp.stream_urls):
+        if not re.match(r"^rabbitmq-stream(\+tls)?://[^/?#]", url):
+            raise ConfigError(
+                f"amqp.stream_urls[{i}]",
+                "must start with rabbitmq-stream:// or rabbitmq-stream+tls:// and name a host",
+            )
+    if s.amqp.stream_urls and s.amqp.url is None:
+        raise ConfigError("amqp.stream_urls", "needs amqp.url or amqp.urls (the AMQP side)")
     if s.amqp.url is not None:
         if not re.match(r"^amqps?://", s.amqp.url):
             raise ConfigError("amqp.url", "must start with amqp:// or amqps://")
@@ -615,6 +643,10 @@ def load_settings(
     if not isinstance(routes, list) or not all(isinstance(r, Mapping) for r in routes):
         raise ConfigError("routes", "expected an array of tables ([[routes]])")
 
+    amqp = sections["amqp"]
+    if amqp.urls and amqp.url is None:
+        # Everything that asks "is RabbitMQ configured?" reads amqp.url.
+        sections["amqp"] = dataclasses.replace(amqp, url=amqp.urls[0])
     settings = Settings(namespaces=namespaces, routes=[dict(r) for r in routes], **sections)
     _validate(settings)
     return settings
@@ -628,7 +660,10 @@ def masked(settings: Settings) -> dict[str, Any]:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if f.metadata.get("secret") and value is not None:
-                value = _mask_url(value) if f.name == "url" else "***"
+                if isinstance(value, list):
+                    value = [_mask_url(v) for v in value]
+                else:
+                    value = _mask_url(value) if f.name == "url" else "***"
             elif f.name.endswith("_endpoint") and value is not None:
                 value = _mask_url(value)  # http://user:password@backend/
             out[f.name] = value
