@@ -59,6 +59,7 @@ with_node() {
         RABBITMQ_DIST_PORT=$((DIST_PORT0 + n)) \
         RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} +S 2:1 +sbwt none +sbwtdcpu none +sbwtdio none" \
         ERL_EPMD_ADDRESS=127.0.0.1 \
+        ERL_CRASH_DUMP="$BASE/erl_crash.dump" \
         "$@"
 }
 
