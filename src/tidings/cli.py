@@ -67,7 +67,7 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", dest="server.log_level", help="debug, info, warning, error")
     p.add_argument("--amqp-url", dest="amqp.url", help="RabbitMQ URL (default: embedded log)")
     p.add_argument(
-        "--amqp-urls", dest="amqp.urls", help="several nodes of one RabbitMQ cluster, comma-separated"
+        "--amqp-urls", dest="amqp.urls", help="nodes of one RabbitMQ cluster, comma-separated"
     )
     p.add_argument("--exchange", dest="amqp.exchange", help="the application's exchange")
     p.add_argument(

@@ -9,7 +9,17 @@ import time
 import pytest
 
 from tests.integration.live import free_port
-from tests.log.live import HOST, PORT, SCALE, Collector, Names, Proxy, make_log
+from tests.log.live import (
+    HOST,
+    PORT,
+    SCALE,
+    STREAM_PORT,
+    Collector,
+    Names,
+    Proxy,
+    make_log,
+    until,
+)
 from tidings.log.rabbitmq import SourceError
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
@@ -48,3 +58,33 @@ async def test_retry_on_start_waits_for_the_broker(
     finally:
         await log.close()
         await proxy.close()
+
+
+async def test_a_dead_first_address_is_passed_for_the_next(names: Names) -> None:
+    # Both protocols: the AMQP link and the stream protocol's reader start on the live one.
+    dead = free_port()
+    settings = names.settings(
+        url=f"amqp://guest:guest@{HOST}:{dead}/",
+        urls=[f"amqp://guest:guest@{HOST}:{PORT}/"],
+        stream_urls=[
+            f"rabbitmq-stream://guest:guest@{HOST}:{free_port()}/",
+            f"rabbitmq-stream://guest:guest@{HOST}:{STREAM_PORT}/",
+        ],
+        reader="stream",
+    )
+    log, got = make_log(settings), Collector()
+    await log.start(got, warm_seconds=0)
+    try:
+        assert log.ready and log.reader == "stream"
+        await log.append("k", b"1")
+        await until(lambda: got.bodies == [b"1"], what="the record")
+    finally:
+        await log.close()
+
+
+async def test_no_reachable_address_names_each(names: Names) -> None:
+    ports = [free_port(), free_port()]
+    settings = names.settings(urls=[f"amqp://guest:guest@{HOST}:{p}/" for p in ports], url=None)
+    with pytest.raises(SourceError) as caught:
+        await make_log(settings).start(Collector(), warm_seconds=0)
+    assert all(f":{p}" in str(caught.value) for p in ports)

@@ -15,11 +15,12 @@ import random
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika import RobustConnection
 from yarl import URL
 
 from tidings.config import AmqpSettings
 from tidings.errors import TidingsError
+from tidings.log.addresses import AddressRing
 
 __all__ = ["SourceError", "StreamLost", "connect", "describe"]
 
@@ -35,41 +36,48 @@ class StreamLost(Exception):
 
 async def connect(
     settings: AmqpSettings,
+    ring: AddressRing[str],
     *,
     connect_timeout: float,
     reconnect_interval: float,
     name: str,
     logger: logging.Logger,
-) -> AbstractRobustConnection:
-    """Opens the robust connection; with ``retry_on_start``, retries an unreachable broker.
+) -> RobustConnection:
+    """Opens the robust connection to the first address of ``ring`` that answers (leaving
+    ``ring.current`` on it); with ``retry_on_start``, retries while none does.
 
     Raises:
-        SourceError: refused login or virtual host, or an unreachable broker (at once,
+        SourceError: refused login or virtual host, or no broker reachable (at once,
             unless ``retry_on_start``; a refusal is never retried: waiting does not fix a
-            password).
+            password, and every node of a cluster shares its users).
     """
-    url = settings.url
-    if not url:
-        raise SourceError("amqp.url is not set: the RabbitMQ log needs a broker")
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
-        try:
-            return await aio_pika.connect_robust(
-                url,
-                timeout=connect_timeout,
-                reconnect_interval=reconnect_interval,
-                client_properties={"connection_name": name},
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            message, retryable = _connect_failure(url, exc, connect_timeout)
-            if not (retryable and settings.retry_on_start):
-                raise SourceError(message) from None
-            logger.warning("%s (attempt %d, retrying in %.1fs)", message, attempt, delay)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+        failures: list[str] = []
+        for _ in range(len(ring)):
+            url = ring.current
+            try:
+                return await aio_pika.connect_robust(
+                    url,
+                    timeout=connect_timeout,
+                    reconnect_interval=reconnect_interval,
+                    client_properties={"connection_name": name},
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message, retryable = _connect_failure(url, exc, connect_timeout)
+                if not retryable:
+                    raise SourceError(message) from None
+                failures.append(message)
+                ring.advance()
+        message = "; ".join(failures)
+        if not settings.retry_on_start:
+            raise SourceError(message)
+        logger.warning("%s (attempt %d, retrying in %.1fs)", message, attempt, delay)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 30.0)
 
 
 def _connect_failure(url: str, exc: BaseException, timeout: float) -> tuple[str, bool]:

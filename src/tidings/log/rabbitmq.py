@@ -40,6 +40,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, PublishError
 
 from tidings.config import AmqpSettings
+from tidings.log.addresses import AddressRing, follow_ring
 from tidings.log.base import Log, LogConsumer
 from tidings.log.broker import SourceError, connect, describe
 from tidings.log.epoch import EpochKeeper
@@ -58,7 +59,7 @@ class RabbitMqLog(Log):
     """The log kept in a RabbitMQ stream queue.
 
     Args:
-        settings: the ``[amqp]`` settings; ``url`` must be set.
+        settings: the ``[amqp]`` settings; ``url`` or ``urls`` must be set.
         clock: wall-clock time in seconds; stamps records that carry no timestamp and
             times beacons.
         logger: where to log; ``tidings.log.rabbitmq`` by default.
@@ -84,7 +85,7 @@ class RabbitMqLog(Log):
         connection_name: str = "tidings",
         quarantine_backlog: int = 10_000,
     ) -> None:
-        if not settings.url:
+        if not settings.addresses:
             raise SourceError("amqp.url is not set: the RabbitMQ log needs a broker")
         self._settings = settings
         self._clock = clock
@@ -315,13 +316,18 @@ class RabbitMqLog(Log):
     # -- wiring ------------------------------------------------------------------------
 
     async def _connect(self) -> AbstractRobustConnection:
-        return await connect(
+        ring = AddressRing(self._settings.addresses)
+        connection = await connect(
             self._settings,
+            ring,
             connect_timeout=self._connect_timeout,
             reconnect_interval=self._reconnect_interval,
             name=self._connection_name,
             logger=self._log,
         )
+        if len(ring) > 1:
+            self._spawn(follow_ring(connection, ring, self._reconnect_interval), "addresses")
+        return connection
 
     async def _open_publisher(self) -> AbstractExchange:
         async with self._opening:

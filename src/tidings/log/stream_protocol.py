@@ -9,9 +9,15 @@ it reads from a numeric offset and reports a lost subscription; declaring, contr
 messages, the epoch and the checks after a reconnect stay on AMQP 0-9-1.
 
 rstream's own recovery is off: after a loss the log re-attaches with the checks a resumed
-reader needs (same stream, same epoch), and a fresh rstream consumer. It connects to
-``amqp.url``'s host only, never to the address a node advertises: in a cluster that host is
-a load balancer or a node holding a replica of the stream.
+reader needs (same stream, same epoch), and a fresh rstream consumer.
+
+Where it connects (:func:`~tidings.log.addresses.stream_addresses`): given one address,
+only ever that one, never the address a node advertises, for that address is often a load
+balancer, a proxy or a mapped port (rstream's load-balancer mode). Given several, they are
+the cluster's nodes: the first that answers tells where the stream's replicas are, and
+rstream connects to one of them at the address that node advertises
+(``stream.advertised_host`` and ``stream.advertised_port`` on the broker); when a
+connection fails or is lost, the next consumer starts at the next address.
 """
 
 from __future__ import annotations
@@ -21,16 +27,14 @@ import contextlib
 import logging
 import math
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 import rstream
 from rstream.utils import OnClosedErrorInfo
-from yarl import URL
 
 from tidings.config import AmqpSettings
+from tidings.log.addresses import AddressRing, StreamAddress, stream_addresses
 from tidings.log.amqp10 import Unsupported, read_message
 from tidings.log.message import StreamMessage, normalise_headers
 
@@ -41,37 +45,6 @@ __all__ = ["StreamAddress", "StreamProtocolReader", "message_from_bytes", "messa
 # rstream's default of 10 and 33-73 ms with 50; what is in flight stays bounded by 50
 # chunks.
 _INITIAL_CREDIT = 50
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAddress:
-    """Where and as whom the stream protocol connects: ``amqp.url``'s host, user, password
-    and virtual host, with ``amqp.stream_port``."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    vhost: str
-    tls: bool
-
-    @classmethod
-    def of(cls, settings: AmqpSettings) -> StreamAddress:
-        """The address for ``settings`` (whose ``url`` is set)."""
-        url = URL(settings.url or "")
-        # An empty path means the default virtual host; "/name" names one, percent-encoded.
-        vhost = unquote(url.raw_path[1:]) if len(url.raw_path) > 1 else "/"
-        return cls(
-            host=url.host or "localhost",
-            port=settings.stream_port,
-            user=url.user or "guest",
-            password=url.password or "guest",
-            vhost=vhost,
-            tls=url.scheme == "amqps",
-        )
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port} (virtual host {self.vhost!r})"
 
 
 def message_of(message: rstream.AMQPMessage, offset: int) -> StreamMessage:
@@ -144,7 +117,7 @@ class StreamProtocolReader:
         name: str,
         logger: logging.Logger,
     ) -> None:
-        self.address = StreamAddress.of(settings)
+        self._ring = AddressRing(stream_addresses(settings))
         self._stream = settings.stream
         self._on_message = on_message
         self._on_lost = on_lost
@@ -154,44 +127,85 @@ class StreamProtocolReader:
         self._consumer: rstream.Consumer | None = None
         # Bumped for every subscription: a late callback of an old one is ignored.
         self._generation = 0
+        # Whether the broker dropped the current subscription (its connection is lost).
+        self._dropped = False
+        # Closes of dropped consumers, left to finish in the background.
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> StreamAddress:
+        """Where the next consumer connects first."""
+        return self._ring.current
 
     def _new_consumer(self) -> rstream.Consumer:
         generation = self._generation
+        address = self._ring.current
 
         def closed(info: OnClosedErrorInfo) -> None:
             if generation == self._generation and self._stream in (info.streams or []):
                 self._generation += 1
+                self._dropped = True
                 changed = info.reason == "Metadata Update"
+                if not changed and self._ring.current is address:
+                    self._ring.advance()  # the link broke, maybe with its node: try another
                 self._on_lost(f"stream protocol: {info.reason}", changed)
 
         return rstream.Consumer(
-            self.address.host,
-            self.address.port,
-            username=self.address.user,
-            password=self.address.password,
-            vhost=self.address.vhost,
-            ssl_context=ssl.create_default_context() if self.address.tls else None,
+            address.host,
+            address.port,
+            username=address.user,
+            password=address.password,
+            vhost=address.vhost,
+            ssl_context=ssl.create_default_context() if address.tls else None,
             connection_name=self._name,
-            # Only ever the configured address: a load balancer, a proxy or a mapped port
-            # stands between tidings and the node more often than the node's own name
-            # (which is what the broker advertises) resolves.
-            load_balancer_mode=True,
+            # One address: only ever that one (see the module's docstring).
+            load_balancer_mode=len(self._ring) == 1,
             on_close_handler=closed,
             recovery_strategy=rstream.recovery.BackOffRecoveryStrategy(False),
         )
 
+    @contextlib.asynccontextmanager
+    async def _moving_on(self) -> AsyncIterator[None]:
+        """Moves to the next address when what it wraps fails."""
+        address = self._ring.current
+        try:
+            yield
+        except BaseException:
+            if self._ring.current is address:
+                self._ring.advance()
+            raise
+
     async def probe(self) -> None:
-        """Connects and disconnects: raises if the stream protocol is not reachable.
+        """Connects and disconnects: raises if the stream protocol is not reachable at any
+        address.
 
         Raises:
-            OSError, TimeoutError, rstream.ServerError: as the connection failed.
+            OSError, TimeoutError, rstream.ServerError: as the last connection failed.
         """
+        await self._at_some_address(self._probe_once)
+
+    async def _probe_once(self) -> None:
         consumer = self._new_consumer()
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._moving_on(), asyncio.timeout(self._timeout):
                 await consumer.start()
         finally:
             await self._close(consumer)
+
+    async def _at_some_address(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Runs ``attempt`` (which moves on when it fails) at each address in turn until
+        one succeeds: in a cluster, any node serves the stream.
+
+        Raises:
+            what the attempt at the last address raised.
+        """
+        for tried in range(1, len(self._ring) + 1):
+            try:
+                await attempt()
+                return
+            except Exception:
+                if tried == len(self._ring):
+                    raise
 
     async def subscribe(self, offset: int) -> None:
         """Reads the stream from ``offset`` on; any previous subscription ends first.
@@ -228,7 +242,7 @@ class StreamProtocolReader:
         consumer = self._new_consumer()
         self._generation += 1  # the probe's own close is not a lost subscription
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._moving_on(), asyncio.timeout(self._timeout):
                 await consumer.subscribe(
                     self._stream,
                     received,
@@ -243,6 +257,9 @@ class StreamProtocolReader:
             await self._close(consumer)
 
     async def _subscribe(self, kind: rstream.OffsetType, value: int) -> None:
+        await self._at_some_address(lambda: self._subscribe_once(kind, value))
+
+    async def _subscribe_once(self, kind: rstream.OffsetType, value: int) -> None:
         await self.cancel()
         generation = self._generation
         consumer = self._consumer = self._new_consumer()
@@ -264,7 +281,7 @@ class StreamProtocolReader:
                 message = StreamMessage(context.offset, "", "", data)
             deliver(message)
 
-        async with asyncio.timeout(self._timeout):
+        async with self._moving_on(), asyncio.timeout(self._timeout):
             await consumer.subscribe(
                 self._stream,
                 received,
@@ -276,7 +293,16 @@ class StreamProtocolReader:
         """Ends the current subscription, if any, and closes its connection."""
         self._generation += 1
         consumer, self._consumer = self._consumer, None
+        dropped, self._dropped = self._dropped, False
         if consumer is None:
+            return
+        if dropped:
+            # The broker ended the subscription already (its node left, or the stream
+            # moved): rstream's close would wait 5 s for an answer to its unsubscribe that
+            # never comes, and the next subscription would wait with it.
+            task = asyncio.get_running_loop().create_task(self._close(consumer))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
             return
         await self._close(consumer)
 

@@ -173,7 +173,11 @@ class Supervisor:
         await tail.cancel()
         await topology.consume.ready()
         if self._queue_lost:
-            self._log.warning("stream %r was deleted; declaring it again", self._settings.stream)
+            # A deleted stream, or in a cluster most often one whose leader moved: declaring
+            # it changes nothing then.
+            self._log.warning(
+                "stream %r was deleted or moved; declaring it again", self._settings.stream
+            )
             await declare_stream_again(topology, self._settings, op_timeout=self._timeout)
             self._queue_lost = False
         channel = await topology.consume.get_underlay_channel()
