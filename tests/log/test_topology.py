@@ -28,6 +28,12 @@ def test_stream_arguments_round_the_age_up_to_whole_seconds() -> None:
     assert args == {"x-queue-type": "stream", "x-max-age": "2s", "x-max-length-bytes": 10}
 
 
+def test_stream_replicas_become_the_initial_cluster_size() -> None:
+    args = stream_arguments(AmqpSettings(url="amqp://x", stream_replicas=3))
+    assert args["x-initial-cluster-size"] == 3
+    assert "x-initial-cluster-size" not in stream_arguments(AmqpSettings(url="amqp://x"))
+
+
 @pytest.mark.rabbitmq
 @pytest.mark.integration
 async def test_an_exchange_of_another_type_is_refused_with_a_clear_message(names: Names) -> None:
@@ -60,4 +66,16 @@ async def test_a_stream_with_other_retention_is_refused(names: Names) -> None:
     await first.close()
     log = make_log(names.settings(stream_max_age=7200.0))
     with pytest.raises(SourceError, match=r"amqp.stream_max_age.*delete the queue"):
+        await log.start(Collector(), warm_seconds=0)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.integration
+async def test_a_stream_declared_with_another_replica_count_is_refused(names: Names) -> None:
+    # RabbitMQ compares x-initial-cluster-size like the retention, even on one node.
+    first = make_log(names.settings())
+    await first.start(Collector(), warm_seconds=0)
+    await first.close()
+    log = make_log(names.settings(stream_replicas=3))
+    with pytest.raises(SourceError, match=r"x-initial-cluster-size 3 \(amqp.stream_replicas\)"):
         await log.start(Collector(), warm_seconds=0)

@@ -130,12 +130,16 @@ async def declare_stream_again(
 
 
 def stream_arguments(settings: AmqpSettings) -> dict[str, Any]:
-    """The stream queue's arguments: the type and the retention."""
-    return {
+    """The stream queue's arguments: the type, the retention and, when set, the number of
+    nodes holding it (RabbitMQ checks that one too when the stream exists)."""
+    arguments: dict[str, Any] = {
         "x-queue-type": "stream",
         "x-max-age": f"{max(1, math.ceil(settings.stream_max_age))}s",
         "x-max-length-bytes": settings.stream_max_bytes,
     }
+    if settings.stream_replicas:
+        arguments["x-initial-cluster-size"] = settings.stream_replicas
+    return arguments
 
 
 def reaches_stream(settings: AmqpSettings, routing_key: str) -> bool:
@@ -195,12 +199,18 @@ async def _check_stream(probe: Probe, s: AmqpSettings, arguments: dict[str, Any]
     try:
         await probe.run(lambda ch: ch.queue_declare(s.stream, durable=True, arguments=arguments))
     except ChannelPreconditionFailed as exc:
+        replicas = (
+            f"x-initial-cluster-size {s.stream_replicas}"
+            if s.stream_replicas
+            else "no x-initial-cluster-size"
+        )
         raise SourceError(
             f"queue {s.stream!r} exists with other settings ({describe(exc)}): tidings "
             f"needs a stream queue with x-max-age {arguments['x-max-age']} "
-            f"(amqp.stream_max_age) and x-max-length-bytes {s.stream_max_bytes} "
-            "(amqp.stream_max_bytes); set those to the existing values, point "
-            "amqp.stream at another name, or delete the queue (its history is lost)"
+            f"(amqp.stream_max_age), x-max-length-bytes {s.stream_max_bytes} "
+            f"(amqp.stream_max_bytes) and {replicas} (amqp.stream_replicas); set those "
+            "to the existing values, point amqp.stream at another name, or delete the "
+            "queue (its history is lost)"
         ) from None
     except ChannelAccessRefused as exc:
         raise SourceError(
