@@ -215,6 +215,7 @@ channels = ["user#{{body.user}}"]
                 ("other", {"x-tidings-channel": "user#alice"}, b"{broken"),
                 # Names that no client could be given: refused like any other bad event.
                 ("other", {"x-tidings-channel": "user#al\x00ice"}, b"{}"),
+                ("other", {"x-tidings-channel": b"user#\xffalice"}, b"{}"),
                 ("invoice.paid", None, json.dumps({"user": "alice\x1b"}).encode()),
                 ("invoice.paid", None, json.dumps({"user": "a" * 251}).encode()),
             ]
@@ -235,12 +236,12 @@ channels = ["user#{{body.user}}"]
                 kinds.append(kind.decode() if isinstance(kind, bytes) else kind)
                 assert "x-tidings-position" in headers
             assert sorted(kinds) == sorted(
-                ["not_json", "too_large", "missing_field", "not_json"] + ["bad_channel"] * 3
+                ["not_json", "too_large", "missing_field", "not_json"] + ["bad_channel"] * 4
             )
             with urllib.request.urlopen(node.url + "/metrics") as r:
                 metrics = r.read().decode()
             assert 'tidings_events_rejected_total{kind="not_json"} 2.0' in metrics
-            assert 'tidings_events_rejected_total{kind="bad_channel"} 3.0' in metrics
+            assert 'tidings_events_rejected_total{kind="bad_channel"} 4.0' in metrics
             assert "too_large" in node.log_text()
             await client.stop()
     finally:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,7 +111,7 @@ class Quarantine:
         target = self._target
         while self._pending:
             record, kind, reason = self._pending[0]
-            headers: dict[str, Any] = dict(record.headers)
+            headers: dict[str, Any] = _encodable(record.headers)
             headers[REJECT_KIND_HEADER] = kind
             headers[REJECT_REASON_HEADER] = reason[:1000]
             headers[REJECT_POSITION_HEADER] = record.position
@@ -132,7 +132,8 @@ class Quarantine:
                     target.name,
                     record.position,
                 )
-            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            except (AMQPError, ConnectionError, RuntimeError, TimeoutError, TypeError) as exc:
+                # TypeError: a header value of a type AMQP 0-9-1 cannot carry.
                 self.failed += 1
                 self._log.error(
                     "could not copy position %d to quarantine exchange %r: %s",
@@ -141,3 +142,19 @@ class Quarantine:
                     describe(exc),
                 )
             self._pending.popleft()
+
+
+def _encodable(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """``headers`` as AMQP 0-9-1 can send them again: binary values (the bytes a header
+    that is not UTF-8 text was read as) become byte arrays, inside tables and arrays too."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, bytes):
+            return bytearray(v)
+        if isinstance(v, Mapping):
+            return {str(k): value(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    return {key: value(v) for key, v in headers.items()}
