@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit deps clean bench
+.PHONY: run test lint unit deps clean bench cluster-test
 
 run: $(STAMP)
 	$(VENV)/bin/tidings serve --demo $(ARGS)
@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## Everything the test suite needs on a bare machine: RabbitMQ, Node packages, Chromium.
+## Everything the test suite needs on a bare machine: RabbitMQ (and a 3-node cluster of it
+## beside, for tests/faults/test_cluster.py), Node packages, Chromium.
 deps: $(STAMP)
 	bash scripts/ensure-rabbitmq.sh
+	bash scripts/ensure-rabbitmq-cluster.sh
 	bash scripts/ensure-node.sh
 	bash scripts/ensure-chromium.sh
 
@@ -27,6 +29,11 @@ lint: $(STAMP)
 
 test: deps lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+## The cluster test at the issue's size: 1,000 clients on two tidings nodes.
+cluster-test: $(STAMP)
+	bash scripts/ensure-rabbitmq-cluster.sh
+	TIDINGS_CLUSTER_CLIENTS=1000 TIDINGS_CLUSTER_RATE=10 $(VENV)/bin/pytest -q -s tests/faults/test_cluster.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

@@ -408,7 +408,7 @@ stream_replicas = 3
             ("[amqp]\nurls = ['amqp://a/', 'http://b/']\n", "amqp.urls[1]"),
             ("[amqp]\nurls = 'amqp://a/'\n", "amqp.urls"),
             ("[amqp]\nurl = 'amqp://a/'\nstream_urls = ['amqp://a/']\n", "amqp.stream_urls[0]"),
-            ("[amqp]\nurl = 'amqp://a/'\nstream_urls = ['rabbitmq-stream:///']\n", "amqp.stream_urls[0]"),
+            ("[amqp]\nurl = 'amqp://a'\nstream_urls = ['rabbitmq-stream:']", "amqp.stream_urls[0]"),
             ("[amqp]\nstream_urls = ['rabbitmq-stream://a/']\n", "amqp.stream_urls"),
             ("[amqp]\nstream_replicas = -1\n", "amqp.stream_replicas"),
             ("[amqp]\nstream_replicas = 256\n", "amqp.stream_replicas"),
