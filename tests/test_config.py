@@ -525,6 +525,10 @@ class TestProxy:
             (f"[proxy]\nrefresh_endpoint = '{URL}'", "proxy.refresh_endpoint"),
             ("[proxy]\nrpc_methods = ['a']", "proxy.rpc_methods"),
             (
+                f"[proxy]\nrpc_endpoint = '{URL}'\nrpc_methods = ['a', \"b\\u0000\"]",
+                "proxy.rpc_methods[1]",
+            ),
+            (
                 f"[proxy]\nrpc_endpoint = '{URL}'\nhttp_headers = ['Bad Header']",
                 "proxy.http_headers[0]",
             ),

@@ -9,12 +9,12 @@ Conventions of the Centrifugo ecosystem:
 - ``$name`` or ``namespace:$name``: private; a subscription token is always needed.
 
 Every name that comes from outside (a client's subscribe, a token's ``sub``, ``channels``
-and ``channel`` claims, an AMQP header or routing key, a route template's result, a server
-API request) passes :func:`name_problem` before it is used. A name is refused when it is
-not text, when it holds a control character (U+0000-U+001F, U+007F-U+009F: NUL included) or
-a lone surrogate (what JSON's ``"\\ud800"`` decodes to, and what bytes that are not UTF-8
-become), or when its UTF-8 form is over the limit of its kind. Channel names also may not
-be empty or hold whitespace.
+and ``channel`` claims, an RPC method, an AMQP header or routing key, a route template's
+result, a server API request) passes :func:`name_problem` before it is used. A name is
+refused when it is not text, when it holds a control character (U+0000-U+001F,
+U+007F-U+009F: NUL included) or a lone surrogate (what JSON's ``"\\ud800"`` decodes to, and
+what bytes that are not UTF-8 become), or when its UTF-8 form is over the limit of its kind.
+Channel names also may not be empty or hold whitespace.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tidings.codes import ErrorCode
 
 __all__ = [
     "MAX_CHANNEL_LENGTH",
+    "MAX_METHOD_LENGTH",
     "MAX_USER_LENGTH",
     "ChannelName",
     "InvalidName",
@@ -44,6 +45,8 @@ __all__ = [
 MAX_CHANNEL_LENGTH = 255
 #: Longest user id, in UTF-8 bytes.
 MAX_USER_LENGTH = 255
+#: Longest RPC method name, in UTF-8 bytes.
+MAX_METHOD_LENGTH = 255
 NAMESPACE_SEPARATOR = ":"
 USER_SEPARATOR = "#"
 PRIVATE_PREFIX = "$"
@@ -62,6 +65,8 @@ class NameKind(Enum):
     CHANNEL = ("channel name", MAX_CHANNEL_LENGTH, True)
     NAMESPACE = ("namespace", MAX_CHANNEL_LENGTH, True)
     USER = ("user id", MAX_USER_LENGTH, False)
+    #: An RPC method, forwarded to the application's backend ("" is allowed, as there).
+    METHOD = ("method name", MAX_METHOD_LENGTH, False)
 
     def __init__(self, label: str, max_bytes: int, strict: bool) -> None:
         self.label = label

@@ -550,6 +550,12 @@ def _validate_proxy(s: Settings) -> None:
         )
     if proxy.rpc_methods and not proxy.rpc_endpoint:
         raise ConfigError("proxy.rpc_methods", "needs proxy.rpc_endpoint")
+    from tidings.channels import NameKind, name_problem  # late: channels.py imports this one
+
+    for i, method in enumerate(proxy.rpc_methods):
+        problem = name_problem(method, NameKind.METHOD)
+        if problem is not None:
+            raise ConfigError(f"proxy.rpc_methods[{i}]", problem)
     for i, header in enumerate(proxy.http_headers):
         if not _HEADER_NAME.match(header):
             raise ConfigError(f"proxy.http_headers[{i}]", f"not a header name: {header!r}")

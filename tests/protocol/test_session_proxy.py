@@ -367,6 +367,26 @@ class TestRpcProxy:
         [reply] = client.send({"id": 5, "rpc": {"method": "drop"}})
         assert reply["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
 
+    @pytest.mark.parametrize(
+        ("method", "problem"),
+        [
+            ("get\x00user", "method name holds a control character (U+0000 at index 3)"),
+            ("m\x1b[2J", "method name holds a control character (U+001B at index 1)"),
+            ("m" * 256, "method name is 256 bytes long, over the limit of 255"),
+        ],
+        ids=["nul", "escape", "too-long"],
+    )
+    def test_a_bad_method_name_is_107_and_never_forwarded(
+        self, method: str, problem: str
+    ) -> None:
+        client = self.connected()
+        [reply] = client.send({"id": 5, "rpc": {"method": method}})
+        assert reply == {"id": 5, "error": {"code": 107, "message": problem}}
+        assert client.session.take_operations() == []
+        # An empty method, as Centrifugo allows, and any script are forwarded.
+        assert client.send({"id": 6, "rpc": {"method": ""}}) == []
+        assert client.send({"id": 7, "rpc": {"method": "créer facture"}}) == []
+
     def test_without_a_proxy_rpc_is_108(self) -> None:
         client = Client(make_host())
         client.connect()

@@ -199,3 +199,21 @@ async def test_server_api_names(http: aiohttp.ClientSession, node: Node) -> None
     ) as r:
         assert r.status == 400
     await _healthy(http, node)
+
+
+async def test_method_names_that_are_no_method(http: aiohttp.ClientSession, node: Node) -> None:
+    from tests.system.harness import API_KEY
+
+    headers = {"X-API-Key": API_KEY}
+    # In the path: percent-escaped NUL, bytes that are not UTF-8, far too long.
+    for path in ("pub%00lish", "pub%FFlish", "m" * 300):
+        async with http.post(f"{node.url}/api/{path}", data=b"{}", headers=headers) as r:
+            assert r.status == 404, path
+            assert "no server API method" in (await r.json())["error"]["message"]
+    # As a key of a batch: error 104 in that command's place, the others run.
+    body = {"commands": [{"pub\x00lish": {}}, {"info": {}}]}
+    async with http.post(f"{node.url}/api/batch", data=orjson.dumps(body), headers=headers) as r:
+        assert r.status == 200
+        first, second = (await r.json())["replies"]
+        assert first["error"]["code"] == 104 and "info" in second
+    await _healthy(http, node)

@@ -31,7 +31,9 @@ from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import (
     ChannelName,
     InvalidName,
+    NameKind,
     check_subscribe,
+    name_problem,
     parse_channel,
     read_channel,
 )
@@ -816,6 +818,10 @@ class Session:
 
     # ------------------------------------------------------------------ proxies
     def _rpc(self, command: Command, request: RpcRequest) -> None:
+        problem = name_problem(request.method, NameKind.METHOD)
+        if problem is not None:
+            self._error(command, ErrorCode.BAD_REQUEST, problem)
+            return
         if not self._host.proxies("rpc", request.method):
             self._error(command, ErrorCode.METHOD_NOT_FOUND)
             return
