@@ -8,6 +8,8 @@ sampled all along, and the longest pause in delivery is reported.
 The cluster's own nodes are stopped, never the machine's broker on 5672. The default run is
 small (``TIDINGS_CLUSTER_CLIENTS``, default 50, at ``TIDINGS_CLUSTER_RATE`` events a second,
 default 40); the issue's figure is ``TIDINGS_CLUSTER_CLIENTS=1000``.
+``TIDINGS_CLUSTER_READER=amqp`` reads the stream over AMQP 0-9-1 instead of the stream
+protocol.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ SCRIPT = ROOT / "scripts" / "ensure-rabbitmq-cluster.sh"
 NODE_NUMBERS = (1, 2, 3)
 CLIENTS = int(os.environ.get("TIDINGS_CLUSTER_CLIENTS", "50"))
 RATE = float(os.environ.get("TIDINGS_CLUSTER_RATE", "40"))
+#: How tidings reads the stream (``amqp.reader``): ``auto`` is the stream protocol here.
+READER = os.environ.get("TIDINGS_CLUSTER_READER", "auto")
 #: Seconds of publishing before, during and after each outage.
 CALM, OUTAGE = 4.0, 6.0
 
@@ -229,6 +233,7 @@ async def test_a_node_of_the_cluster_stops_and_comes_back(
 urls = {json.dumps([amqp_url(n) for n in order])}
 stream_urls = {json.dumps([stream_url(n) for n in order])}
 stream_replicas = 3
+reader = "{READER}"
 exchange = "{exchange}"
 stream = "{stream}"
 reconnect_interval = "0.2s"
