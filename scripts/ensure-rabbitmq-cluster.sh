@@ -155,17 +155,33 @@ await_node() {
 }
 
 running_with() {
-    # Whether node $1 counts every other argument among the running nodes of its cluster.
-    local n=$1
+    # Whether node $1 counts every other argument among the running nodes of its cluster:
+    # status 0 yes, 1 no, 2 it could not say (not answering, or not booted yet).
+    local n=$1 out
     shift
-    ctl "$n" cluster_status --formatter json 2>/dev/null | python3 -c '
+    out=$(ctl "$n" cluster_status --formatter json 2>/dev/null) || return 2
+    python3 -c '
 import json, sys
-status = json.load(sys.stdin)
-sys.exit(0 if set(sys.argv[1:]) <= set(status.get("running_nodes", [])) else 1)
-' "$@"
+try:
+    status = json.loads(sys.argv[1])
+except ValueError:
+    sys.exit(2)
+sys.exit(0 if set(sys.argv[2:]) <= set(status.get("running_nodes", [])) else 1)
+' "$out" "$@"
 }
 
-in_cluster() { running_with "$1" "$(node_name 1)"; }
+in_cluster() {
+    # Asks again while the node cannot say: only a clear "no" leads to a join (a reset).
+    local answer
+    for _ in $(seq 1 30); do
+        answer=0
+        running_with "$1" "$(node_name 1)" || answer=$?
+        [ "$answer" -ne 2 ] && return "$answer"
+        sleep 2
+    done
+    log "$(node_name "$1") does not say whether it is clustered; see $BASE/node$1/log"
+    exit 1
+}
 
 # Every port answers and node 1 sees all three running: nothing to do (one CLI call).
 healthy() {
