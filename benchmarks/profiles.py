@@ -153,4 +153,13 @@ TARGETS: list[Cell] = [
     _OVERLOAD,  # every target: the overload goal compares tidings with the baseline
 ]
 
-PROFILES: dict[str, list[Cell]] = {"quick": QUICK, "full": FULL, "targets": TARGETS}
+# One worker's broadcast knee (issue 13): 2,000 clients x 200 events/s beside the baseline,
+# with the light-load cell of the verdict. ``--tidings-workers 2`` runs the same cells on two.
+KNEE: list[Cell] = [
+    Cell("broadcast", 1000, 10, 15, _B + _T),
+    *_broadcast(2000, [100, 200], 15, _B + _T),
+]
+
+PROFILES: dict[str, list[Cell]] = {
+    "quick": QUICK, "full": FULL, "targets": TARGETS, "knee": KNEE,
+}
