@@ -81,7 +81,8 @@ class WriterTwin(FakeHost):
     def __init__(self, config: Settings | None = None, *, monotonic: float = 1000.0) -> None:
         super().__init__(config)
         self.turns: list[Callable[[], None]] = []
-        self.flusher = Flusher(call_soon=lambda callback: self.turns.append(callback))
+        # The twin is the flusher's loop, and no flush takes any time on its clock.
+        self.flusher = Flusher(self, clock=lambda: 0.0, work_clock=lambda: 0.0)
         self.mono = monotonic
         self.timers = TimerQueue(lambda: self.mono)
         self.metrics = Metrics()
@@ -98,6 +99,12 @@ class WriterTwin(FakeHost):
 
     def leave(self, conn: Closable) -> None:
         self.live.discard(conn)
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.turns.append(callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.turns.append(callback)
 
     def end_turn(self) -> None:
         """Runs the flushes the connections asked for, as the loop would after a turn."""
