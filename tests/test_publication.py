@@ -44,3 +44,12 @@ def test_sse_follows_the_epoch() -> None:
     assert p.sse("a") == first
     assert p.sse_chunk("a") == eventstream.chunk(first)
     assert p.sse_chunk("b") == eventstream.chunk(p.sse("b"))
+
+
+def test_emulated_stream_chunks_are_exact_and_cached() -> None:
+    p = Publication("c", 3, b"1", 0.0)
+    line = b'{"push":{"channel":"c","pub":{"data":1,"offset":3}}}'
+    assert p.push_stream_chunk == eventstream.chunk(line + b"\n")
+    assert p.push_sse_chunk == eventstream.chunk(b"data: " + line + b"\n\n")
+    assert p.push_stream_chunk is p.push_stream_chunk
+    assert p.push_sse_chunk is p.push_sse_chunk

@@ -24,6 +24,8 @@ class Publication:
         "_pub",
         "_push",
         "_push_frame",
+        "_push_sse_chunk",
+        "_push_stream_chunk",
         "_sse",
         "_sse_chunk",
         "_sse_epoch",
@@ -43,6 +45,8 @@ class Publication:
         self._pub: bytes | None = None
         self._push: bytes | None = None
         self._push_frame: bytes | None = None
+        self._push_stream_chunk: bytes | None = None
+        self._push_sse_chunk: bytes | None = None
         self._uni: bytes | None = None
         self._uni_frame: bytes | None = None
         self._sse: bytes | None = None
@@ -72,6 +76,20 @@ class Publication:
         if self._push_frame is None:
             self._push_frame = encode_frame(Opcode.TEXT, self.push)
         return self._push_frame
+
+    @property
+    def push_stream_chunk(self) -> bytes:
+        """``push`` as one line of an HTTP stream, in one HTTP/1.1 chunk."""
+        if self._push_stream_chunk is None:
+            self._push_stream_chunk = eventstream.chunk(self.push + b"\n")
+        return self._push_stream_chunk
+
+    @property
+    def push_sse_chunk(self) -> bytes:
+        """``push`` as the data of a server-sent event (no id), in one HTTP/1.1 chunk."""
+        if self._push_sse_chunk is None:
+            self._push_sse_chunk = eventstream.chunk(eventstream.event(self.push))
+        return self._push_sse_chunk
 
     @property
     def uni(self) -> bytes:
