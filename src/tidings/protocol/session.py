@@ -71,7 +71,14 @@ from tidings.protocol.operations import (
 )
 from tidings.subscription import HistoryPage, Recovery, Subscriber
 
-__all__ = ["SERVER_UNSUBSCRIBE", "Session", "SessionHost", "SessionState", "SubscribeOutcome"]
+__all__ = [
+    "SERVER_UNSUBSCRIBE",
+    "EmulationIds",
+    "Session",
+    "SessionHost",
+    "SessionState",
+    "SubscribeOutcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,17 @@ class SubscribeOutcome:
     #: Whether the channel keeps history (the client may recover on it later).
     recoverable: bool
     recovery: Recovery | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmulationIds:
+    """Where the commands of an emulated connection (HTTP stream, SSE) are to be posted:
+    the SDK learns both from the connect result and sends them with every command."""
+
+    #: The unguessable id of the connection's stream (a capability: never logged).
+    session: str
+    #: The worker holding it.
+    node: str
 
 
 class SessionHost(Protocol):
@@ -168,12 +186,15 @@ class Session:
         bidirectional: False for the push-only transports (SSE, uni WebSocket): their
             pushes have no reply wrapper and no pong is expected.
         wall_clock: the current Unix time, to compare with token expiries.
+        emulation: for an emulated bidirectional connection, the ids its connect result
+            hands the client.
     """
 
     __slots__ = (
         "_bidirectional",
         "_close",
         "_close_reason",
+        "_emulation",
         "_expires_at",
         "_holder",
         "_host",
@@ -209,8 +230,10 @@ class Session:
         *,
         bidirectional: bool = True,
         wall_clock: float | None = None,
+        emulation: EmulationIds | None = None,
     ) -> None:
         self._host = host
+        self._emulation = emulation
         self._subscriber = subscriber
         self._settings = settings
         self._bidirectional = bidirectional
@@ -561,6 +584,9 @@ class Session:
         }
         if self._bidirectional:
             result["pong"] = True
+        if self._emulation is not None:
+            result["session"] = self._emulation.session
+            result["node"] = self._emulation.node
         if subs:
             result["subs"] = subs
         if self._expires_at and not self._server_refresh:
