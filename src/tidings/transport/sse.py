@@ -32,8 +32,8 @@ The connect event has an id as well: the position from which the stream is compl
 (the recovered position, else the node's current one), so a client that drops before its
 first publication still resumes without loss.
 
-**Writes.** The response headers go out through aiohttp (``StreamResponse.prepare``);
-the body is then written straight to the socket by :class:`SseConnection`, the shared
+**Writes.** As for every long response (``transport/stream.py``): the headers through
+aiohttp, then the body straight to the socket by :class:`SseConnection`, the shared
 per-connection writer, in HTTP/1.1 chunked encoding (close-delimited for HTTP/1.0, as
 some proxies still speak it to their upstreams). A publication caches its event and that
 event as a complete chunk, so one bytes object serves every SSE subscriber, and a client
@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
@@ -65,16 +65,16 @@ from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import Publication
 from tidings.subscription import HistoryPage, Subscriber
-from tidings.transport.connection import Connection, WriterHost
+from tidings.transport.connection import WriterHost
+from tidings.transport.cors import cors_headers, preflight
 from tidings.transport.gate import client_ip, refuse_early
-from tidings.transport.origin import origin_allowed
+from tidings.transport.stream import StreamConnection, serve_stream
 
 __all__ = ["SseConnection", "add_sse_routes"]
 
 TOKEN_COOKIE = "tidings_token"
 _EVENT_PING = eventstream.comment(b"ping")
 _UNI_PING = eventstream.event(b"{}")
-_CLOSE_GRACE = 2.0
 _REFUSAL_STATUS: dict[int, int] = {
     DisconnectCode.INVALID_TOKEN: 401,  # expired tokens too: a retry cannot succeed
     DisconnectCode.SHUTDOWN: 503,
@@ -89,14 +89,10 @@ def _without_id(pub: Publication) -> bytes:
     return eventstream.event(pub.uni)
 
 
-class SseConnection(Connection):
-    """One event stream: pushes as SSE events, optionally inside HTTP chunks.
+class SseConnection(StreamConnection):
+    """One event stream: pushes as SSE events, optionally inside HTTP chunks."""
 
-    Nothing is written before :meth:`start` (the response headers must go first); what
-    is queued meanwhile waits in order.
-    """
-
-    __slots__ = ("_done", "_last", "_ping", "_started")
+    __slots__ = ("_last", "_ping")
 
     kind = "sse"
 
@@ -113,8 +109,6 @@ class SseConnection(Connection):
     ) -> None:
         super().__init__(host, transport, _SseFraming(epoch, chunked), max_queue_bytes, peer)
         self._ping = ping
-        self._started = False
-        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last: Publication | None = None
 
     def deliver(self, pub: Publication) -> None:
@@ -133,17 +127,9 @@ class SseConnection(Connection):
             self._single = None
         super().deliver(pub)
 
-    def _close_transport(self, code: int, reason: str) -> None:
-        transport = self.transport
-        if self._started and not transport.is_closing():
-            if code == DisconnectCode.SLOW:
-                # Its buffer is full; more bytes would only wait behind the rest.
-                transport.abort()
-            else:
-                push = {"code": code, "reason": reason, "reconnect": reconnects(code)}
-                event = eventstream.event(orjson.dumps({"disconnect": push}))
-                transport.write(self._framing.batch([event]))
-        self._end()
+    def _farewell(self, code: int, reason: str) -> bytes:
+        push = {"code": code, "reason": reason, "reconnect": reconnects(code)}
+        return eventstream.event(orjson.dumps({"disconnect": push}))
 
     # ------------------------------------------------------------------ writer
     def send(self, lines: list[bytes]) -> None:
@@ -154,30 +140,6 @@ class SseConnection(Connection):
     def queue_events(self, events: list[bytes]) -> None:
         """Queues complete SSE events after whatever is pending."""
         super().send(events)
-
-    def flush(self) -> None:
-        if self._started:
-            super().flush()
-
-    def start(self, request: web.Request) -> None:
-        """The headers are out: writes what is queued and watches for the client leaving."""
-        protocol = request.protocol
-        if protocol.transport is None or self.transport.is_closing():
-            self._end()
-            return
-        # An event stream never reads the request again; take over its input like a
-        # WebSocket upgrade does, to learn the moment the client goes (feed_eof).
-        protocol.set_parser(cast(Any, _Hangup(self._end)))
-        self._started = True
-        self.flush()
-
-    async def wait(self) -> None:
-        """Returns when the client left or the connection was closed."""
-        await self._done
-
-    def _end(self) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
 
 
 class _SseFraming:
@@ -200,19 +162,6 @@ class _SseFraming:
     def batch(self, lines: list[bytes]) -> bytes:
         body = b"".join(lines)
         return eventstream.chunk(body) if self._chunked else body
-
-
-class _Hangup:
-    """Stands in as the request's payload parser: drops input, reports the end of input."""
-
-    def __init__(self, on_eof: Callable[[], None]) -> None:
-        self._on_eof = on_eof
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        return False, b""
-
-    def feed_eof(self) -> None:
-        self._on_eof()
 
 
 @dataclasses.dataclass(slots=True)
@@ -356,20 +305,6 @@ def _events_connect_request(request: web.Request) -> ConnectRequest:
     return ConnectRequest(token=token, name="sse")
 
 
-def _cors(request: web.Request, node: Node) -> dict[str, str]:
-    """CORS response headers for an allowed cross-origin request, else none."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is None or not origin_allowed(
-        origin, request.headers.get(hdrs.HOST), node.settings.server.allowed_origins
-    ):
-        return {}
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }
-
-
 def _json_error(
     status: int, message: str, headers: Mapping[str, str], **extra: Any
 ) -> web.Response:
@@ -377,28 +312,12 @@ def _json_error(
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
-async def _preflight(request: web.Request) -> web.Response:
-    node: Node = request.app[NODE]
-    cors = _cors(request, node)
-    if not cors:
-        return _json_error(403, "origin not allowed", {})
-    return web.Response(
-        status=204,
-        headers={
-            **cors,
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
-            "Access-Control-Max-Age": "600",
-        },
-    )
-
-
 async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
     node: Node = request.app[NODE]
     early = refuse_early(request, node)
     if early is not None:
         return early
-    cors = _cors(request, node)
+    cors = cors_headers(request)
     try:
         connect = (
             _events_connect_request(request) if native else await _uni_connect_request(request)
@@ -450,30 +369,7 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
     )
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
-    response.force_close()  # the connection ends with the stream
-    if chunked:
-        response.enable_chunked_encoding()
-    gauge = node.metrics.connections.labels(conn.kind)
-    gauge.inc()
-    node.join(conn)
-    try:
-        await response.prepare(request)
-        conn.start(request)
-        node.timers.schedule(conn, session.deadline)
-        await conn.wait()
-    except ConnectionError:
-        pass
-    finally:
-        conn.finished()
-        node.leave(conn)
-        gauge.dec()
-    if response.prepared and not transport.is_closing():
-        # Ends the chunked body; a client that does not read it is not waited for long.
-        try:
-            await asyncio.wait_for(response.write_eof(), _CLOSE_GRACE)
-        except (TimeoutError, ConnectionError):
-            transport.abort()
-    return response
+    return await serve_stream(request, node, conn, response, chunked=chunked)
 
 
 async def handle_uni_sse(request: web.Request) -> web.StreamResponse:
@@ -486,10 +382,13 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     return await _serve(request, native=True)
 
 
+_PREFLIGHT = preflight("GET, POST, OPTIONS", "Authorization, Content-Type, Last-Event-ID")
+
+
 def add_sse_routes(app: web.Application) -> None:
     """Registers both event-stream endpoints and their CORS preflights."""
     app.router.add_get("/connection/uni_sse", handle_uni_sse, allow_head=False)
     app.router.add_post("/connection/uni_sse", handle_uni_sse)
     app.router.add_get("/events", handle_events, allow_head=False)
     for path in ("/connection/uni_sse", "/events"):
-        app.router.add_route(hdrs.METH_OPTIONS, path, _preflight)
+        app.router.add_route(hdrs.METH_OPTIONS, path, _PREFLIGHT)
