@@ -118,10 +118,59 @@ function recordingNetwork() {
   return net;
 }
 
+/**
+ * fetch and EventSource for the SDK's emulation transports (http_stream, sse), recording
+ * every command posted to the emulation endpoint with its status, and able to take the
+ * network away: `cut()` aborts every open stream, and while `offline` is set every
+ * request fails as a network error would, until it is cleared.
+ */
+function httpNetwork() {
+  const { EventSource } = require('eventsource');
+  const net = { posts: [], streams: [], offline: false };
+  net.fetch = async (url, options = {}) => {
+    if (net.offline) {
+      throw new TypeError('fetch failed (network is down)');
+    }
+    const own = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, own.signal]) : own.signal;
+    let post = null;
+    if (String(url).endsWith('/emulation')) {
+      // Kept in the order sent: a reply may come down the stream before the post's answer.
+      const body = JSON.parse(options.body);
+      post = { status: null, node: body.node,
+        commands: body.data.split('\n').map((line) => JSON.parse(line)) };
+      net.posts.push(post);
+    } else {
+      net.streams.push(own);
+    }
+    const response = await fetch(url, { ...options, signal });
+    if (post) {
+      post.status = response.status;
+    }
+    return response;
+  };
+  class CuttableEventSource extends EventSource {
+    constructor(url, init) {
+      super(url, { ...init, fetch: net.fetch });
+    }
+  }
+  net.EventSource = CuttableEventSource;
+  net.cut = () => {
+    net.offline = true;
+    for (const stream of net.streams.splice(0)) {
+      // A network failure, not an abort: an EventSource takes an AbortError for its own close.
+      stream.abort(new TypeError('network connection lost'));
+    }
+  };
+  /** Every command posted with this method, in order. */
+  net.commands = (method) => net.posts.flatMap((p) => p.commands).filter((cmd) => method in cmd);
+  return net;
+}
+
 /** A Centrifuge client with fast reconnects, its state changes logged and kept in
  * `client.states` (not `history`, which is the SDK's own method). */
-function newClient(net, options, name = 'client') {
-  const client = new Centrifuge(WS_URL, {
+function newClient(net, options, name = 'client', endpoint = WS_URL) {
+  const client = new Centrifuge(endpoint, {
     websocket: net.WebSocket,
     minReconnectDelay: 50,
     maxReconnectDelay: 300,
@@ -171,6 +220,7 @@ function publish(channel, data) {
 
 module.exports = {
   Centrifuge,
+  HTTP_URL,
   UnauthorizedError,
   api,
   check,
@@ -178,6 +228,7 @@ module.exports = {
   env,
   fail,
   hardTimeout,
+  httpNetwork,
   log,
   newClient,
   ok,

@@ -31,6 +31,8 @@ from tidings.config import Settings
 from tidings.demo import add_demo_routes
 from tidings.log.base import Log
 from tidings.node import Node
+from tidings.transport.emulated import add_emulated_routes
+from tidings.transport.emulation import Emulation, add_emulation_route, new_worker_id
 from tidings.transport.front import start_site
 from tidings.transport.sse import add_sse_routes
 from tidings.transport.websocket import add_websocket_routes
@@ -68,11 +70,27 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     app[NODE] = node
     add_websocket_routes(app)
     add_sse_routes(app)
+    emulation = Emulation(new_worker_id(node.name))
+    add_emulated_routes(app)
+    add_emulation_route(app, emulation)
     add_demo_routes(app, settings)
     add_routes(app)
+    relay = None
+    if settings.amqp.url:
+        from tidings.transport.relay import RabbitMqRelay
+
+        relay = RabbitMqRelay(
+            settings.amqp,
+            emulation,
+            max_frame_bytes=settings.client.max_frame_bytes,
+            connection_name=f"tidings {name or os.getpid()}",
+        )
+        emulation.relay = relay
 
     async def start(app: web.Application) -> None:
         await node.start()
+        if relay is not None:
+            await relay.start()
 
     # aiohttp's runner.cleanup() calls these in order: drain (on_shutdown); then aiohttp
     # closes its idle connections and waits for its requests in progress (event streams);
@@ -91,6 +109,8 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
                 await node.wait_closed()
         except TimeoutError:
             log.warning("%d connections still open after server.shutdown_timeout", len(node.live))
+        if relay is not None:
+            await relay.close()
         await node.stop()
 
     app.on_startup.append(start)
