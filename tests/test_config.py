@@ -470,6 +470,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "channels",
             "amqp",
             "proxy",
+            "cluster",
             "namespaces",
             "routes",
         }
@@ -484,6 +485,20 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "allow_history_for_subscriber": False,
             "allow_history_for_client": False,
             "proxy_subscribe": False,
+            "presence": False,
+            "join_leave": False,
+            "force_push_join_leave": False,
+            "allow_presence_for_subscriber": False,
+            "allow_presence_for_client": False,
+            "allow_presence_for_anonymous": False,
+            "allow_publish_for_subscriber": False,
+            "allow_publish_for_client": False,
+            "allow_publish_for_anonymous": False,
+        }
+        assert m["cluster"] == {
+            "control_exchange": "",
+            "heartbeat_interval": 5.0,
+            "presence_ttl": 15.0,
         }
 
 
@@ -544,6 +559,47 @@ class TestProxy:
             ("[proxy]\nendpoint = 'x'", "proxy.endpoint"),
             ("[[namespaces]]\nname = 'a'\nproxy_subscribe = true", "namespaces[0].proxy_subscribe"),
             ("[channels]\nproxy_subscribe = true", "channels.proxy_subscribe"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, toml: str, key: str) -> None:
+        assert error(tmp_path, toml).key == key
+
+
+class TestPresenceAndPublishOptions:
+    def test_namespace_options_and_cluster_from_file_and_env(self, tmp_path: Path) -> None:
+        toml = (
+            "[[namespaces]]\nname = 'room'\npresence = true\njoin_leave = true\n"
+            "force_push_join_leave = true\nallow_presence_for_subscriber = true\n"
+            "allow_publish_for_client = true\nallow_publish_for_anonymous = true\n"
+            "[cluster]\nheartbeat_interval = '2s'\n"
+        )
+        s = load(tmp_path, toml, env={"TIDINGS_CLUSTER_PRESENCE_TTL": "8s"})
+        room = s.namespace("room")
+        assert room is not None
+        assert (room.presence, room.join_leave, room.force_push_join_leave) == (True,) * 3
+        assert room.allow_presence_for_subscriber and not room.allow_presence_for_client
+        assert room.allow_publish_for_client and room.allow_publish_for_anonymous
+        assert (s.cluster.heartbeat_interval, s.cluster.presence_ttl) == (2.0, 8.0)
+
+    @pytest.mark.parametrize(
+        ("toml", "key"),
+        [
+            ("[channels]\nforce_push_join_leave = true\n", "channels.force_push_join_leave"),
+            (
+                "[[namespaces]]\nname = 'a'\nallow_presence_for_client = true\n",
+                "namespaces[0].allow_presence_for_client",
+            ),
+            (
+                "[channels]\npresence = true\nallow_presence_for_anonymous = true\n",
+                "channels.allow_presence_for_anonymous",
+            ),
+            (
+                "[channels]\nallow_publish_for_anonymous = true\n",
+                "channels.allow_publish_for_anonymous",
+            ),
+            ("[cluster]\nheartbeat_interval = '10s'\n", "cluster.presence_ttl"),
+            ("[cluster]\nheartbeat_interval = '0.1s'\n", "cluster.heartbeat_interval"),
+            ("[cluster]\nquorum = 3\n", "cluster.quorum"),
         ],
     )
     def test_refused(self, tmp_path: Path, toml: str, key: str) -> None:

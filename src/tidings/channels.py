@@ -33,8 +33,12 @@ __all__ = [
     "ChannelName",
     "InvalidName",
     "NameKind",
+    "PresenceOptions",
+    "PublishOptions",
     "SubscribeOptions",
     "channel_problem",
+    "check_presence",
+    "check_publish",
     "check_subscribe",
     "name_problem",
     "parse_channel",
@@ -211,3 +215,82 @@ def check_subscribe(
     if not options.allow_subscribe:
         return ErrorCode.PERMISSION_DENIED
     return None
+
+
+class PresenceOptions(Protocol):
+    """The options of a namespace that decide who may read its presence."""
+
+    @property
+    def allow_presence_for_client(self) -> bool:
+        """Any connection with a user may."""
+
+    @property
+    def allow_presence_for_subscriber(self) -> bool:
+        """The channel's subscribers may."""
+
+    @property
+    def allow_presence_for_anonymous(self) -> bool:
+        """The two above admit connections without a user too."""
+
+
+class PublishOptions(Protocol):
+    """The options of a namespace that decide who may publish into it."""
+
+    @property
+    def allow_publish_for_client(self) -> bool:
+        """Any connection with a user may."""
+
+    @property
+    def allow_publish_for_subscriber(self) -> bool:
+        """The channel's subscribers may."""
+
+    @property
+    def allow_publish_for_anonymous(self) -> bool:
+        """The two above admit connections without a user too."""
+
+
+def check_presence(options: PresenceOptions, user: str, subscribed: bool) -> ErrorCode | None:
+    """Whether a client may read the presence of a channel, or ask for its join/leave
+    pushes (whether the namespace keeps presence at all is the caller's check).
+
+    Args:
+        options: the channel's namespace options.
+        user: the connection's user ("" for anonymous).
+        subscribed: the client is subscribed to the channel.
+
+    Returns:
+        None when allowed, else 103.
+    """
+    return _granted(
+        options.allow_presence_for_client,
+        options.allow_presence_for_subscriber,
+        options.allow_presence_for_anonymous,
+        user,
+        subscribed,
+    )
+
+
+def check_publish(options: PublishOptions, user: str, subscribed: bool) -> ErrorCode | None:
+    """Whether a client may publish into a channel; None when allowed, else 103.
+
+    As in Centrifugo, neither option looks at a ``#`` user list or a ``$`` prefix: they
+    open every channel of the namespace to the clients they name.
+    """
+    return _granted(
+        options.allow_publish_for_client,
+        options.allow_publish_for_subscriber,
+        options.allow_publish_for_anonymous,
+        user,
+        subscribed,
+    )
+
+
+def _granted(
+    for_client: bool, for_subscriber: bool, for_anonymous: bool, user: str, subscribed: bool
+) -> ErrorCode | None:
+    """The rule shared by publish and presence: ``*_for_client`` admits any connection,
+    ``*_for_subscriber`` the channel's subscribers, and either one admits a connection
+    without a user only with ``*_for_anonymous``."""
+    if (user or for_anonymous) and (for_client or (for_subscriber and subscribed)):
+        return None
+    return ErrorCode.PERMISSION_DENIED

@@ -26,6 +26,7 @@ __all__ = [
     "AuthSettings",
     "ChannelOptions",
     "ClientSettings",
+    "ClusterSettings",
     "NamespaceSettings",
     "ProxySettings",
     "ServerSettings",
@@ -155,6 +156,26 @@ class ChannelOptions:
     #: Subscriptions without a subscription token are decided by the application's backend
     #: (``proxy.subscribe_endpoint``) instead of the options above.
     proxy_subscribe: bool = False
+    # --- presence and join/leave (Centrifugo's names and meanings) ---
+    #: Keep the cluster-wide set of subscribers (``presence``, ``presence_stats``).
+    presence: bool = False
+    #: Announce subscribers joining and leaving (``join``/``leave`` pushes).
+    join_leave: bool = False
+    #: Push join/leave to every subscriber, not only to those who asked for them.
+    force_push_join_leave: bool = False
+    #: Subscribers of a channel may ask its presence (and ask for join/leave pushes).
+    allow_presence_for_subscriber: bool = False
+    #: Any connection with a user may ask presence, subscribed or not.
+    allow_presence_for_client: bool = False
+    #: The two options above also admit connections without a user.
+    allow_presence_for_anonymous: bool = False
+    # --- client publish ---
+    #: Subscribers of a channel may publish to it.
+    allow_publish_for_subscriber: bool = False
+    #: Any connection with a user may publish, subscribed or not.
+    allow_publish_for_client: bool = False
+    #: The two options above also admit connections without a user.
+    allow_publish_for_anonymous: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +265,18 @@ class AmqpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """State shared between workers and nodes through RabbitMQ (presence, join/leave)."""
+
+    #: The fanout exchange of the control plane; "" means ``<amqp.exchange>.control``.
+    control_exchange: str = ""
+    #: How often every worker sends its whole presence set (its heartbeat).
+    heartbeat_interval: float = _duration(5.0, minimum=0.5)
+    #: A worker not heard from for this long is presumed dead: its clients leave.
+    presence_ttl: float = _duration(15.0, minimum=1.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of a tidings node."""
 
@@ -255,6 +288,7 @@ class Settings:
     namespaces: list[NamespaceSettings] = field(default_factory=list)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     #: Routing rules, validated by :mod:`tidings.router`.
     routes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -287,6 +321,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "channels": ChannelOptions,
     "amqp": AmqpSettings,
     "proxy": ProxySettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -469,6 +504,15 @@ def _validate(s: Settings) -> None:
                 raise ConfigError(
                     "auth.public_key", f"neither PEM text nor a readable file: {text}"
                 )
+    _validate_channel_options("channels", s.channels)
+    for i, ns in enumerate(s.namespaces):
+        _validate_channel_options(f"namespaces[{i}]", ns)
+    if s.cluster.presence_ttl < 2 * s.cluster.heartbeat_interval:
+        raise ConfigError(
+            "cluster.presence_ttl",
+            "must be at least twice cluster.heartbeat_interval, or one late heartbeat "
+            "would make a live worker's clients leave",
+        )
     names: set[str] = set()
     for i, ns in enumerate(s.namespaces):
         problem = name_problem(ns.name, NameKind.NAMESPACE)
@@ -577,6 +621,33 @@ def _validate_proxy(s: Settings) -> None:
         for key, options in named:
             if options.proxy_subscribe:
                 raise ConfigError(f"{key}.proxy_subscribe", "needs proxy.subscribe_endpoint")
+
+
+def _validate_channel_options(prefix: str, options: ChannelOptions) -> None:
+    """Options that mean nothing without another one are refused, not silently ignored."""
+    if options.force_push_join_leave and not options.join_leave:
+        raise ConfigError(f"{prefix}.force_push_join_leave", "needs join_leave = true")
+    for name in (
+        "allow_presence_for_subscriber",
+        "allow_presence_for_client",
+        "allow_presence_for_anonymous",
+    ):
+        if getattr(options, name) and not (options.presence or options.join_leave):
+            raise ConfigError(f"{prefix}.{name}", "needs presence = true or join_leave = true")
+    if options.allow_presence_for_anonymous and not (
+        options.allow_presence_for_subscriber or options.allow_presence_for_client
+    ):
+        raise ConfigError(
+            f"{prefix}.allow_presence_for_anonymous",
+            "widens allow_presence_for_subscriber or allow_presence_for_client; set one",
+        )
+    if options.allow_publish_for_anonymous and not (
+        options.allow_publish_for_subscriber or options.allow_publish_for_client
+    ):
+        raise ConfigError(
+            f"{prefix}.allow_publish_for_anonymous",
+            "widens allow_publish_for_subscriber or allow_publish_for_client; set one",
+        )
 
 
 def load_settings(
