@@ -1,0 +1,367 @@
+"""Presence: who is subscribed to a channel, cluster-wide, as soft state (pure, no I/O).
+
+Every worker knows its own subscribers exactly (``add_local``/``remove_local``) and keeps
+a view of every other worker's, built from the control messages they send (see
+:mod:`tidings.control`, which carries them over RabbitMQ):
+
+- ``join`` / ``leave``: one subscriber more or less, sent as it happens;
+- ``snapshot``: the sender's whole set, sent every ``cluster.heartbeat_interval``; it
+  replaces what was known of the sender, so a lost or reordered delta is corrected by the
+  next heartbeat at the latest;
+- ``bye``: the sender is stopping.
+
+A worker not heard from for ``cluster.presence_ttl`` is presumed dead and its subscribers
+leave (:meth:`Presence.expire`). Times are the receiver's own monotonic clock, so no two
+machines' clocks are ever compared. Every change of the view is returned as
+:class:`Change` values, from which the node pushes ``join``/``leave`` to its subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Bye",
+    "Change",
+    "ClientInfo",
+    "ControlMessage",
+    "Delta",
+    "Hello",
+    "Presence",
+    "Snapshot",
+    "decode_message",
+    "encode_message",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """One subscriber as the protocol shows it (``ClientInfo`` of the client protocol).
+
+    Attributes:
+        user: the connection's user ("" for anonymous).
+        client: the connection's client id (unique in the cluster).
+        conn_info: compact JSON of the connection token's ``info`` claim, or None.
+        chan_info: compact JSON of channel-specific info, or None.
+    """
+
+    user: str
+    client: str
+    conn_info: bytes | None = None
+    chan_info: bytes | None = None
+
+    def to_json(self) -> bytes:
+        """``{"user":…,"client":…,"conn_info":…,"chan_info":…}`` (info fields when set)."""
+        out = b'{"user":%b,"client":%b' % (orjson.dumps(self.user), orjson.dumps(self.client))
+        if self.conn_info is not None:
+            out += b',"conn_info":%b' % self.conn_info
+        if self.chan_info is not None:
+            out += b',"chan_info":%b' % self.chan_info
+        return out + b"}"
+
+    def to_obj(self) -> dict[str, Any]:
+        """The same as plain data."""
+        obj: dict[str, Any] = {"user": self.user, "client": self.client}
+        if self.conn_info is not None:
+            obj["conn_info"] = orjson.Fragment(self.conn_info)
+        if self.chan_info is not None:
+            obj["chan_info"] = orjson.Fragment(self.chan_info)
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: object) -> ClientInfo:
+        """Reads a decoded ``ClientInfo`` object.
+
+        Raises:
+            ValueError: it is not an object with string ``user`` and non-empty ``client``.
+        """
+        if not isinstance(obj, dict):
+            raise ValueError("client info must be an object")
+        user, client = obj.get("user", ""), obj.get("client")
+        if not isinstance(user, str) or not isinstance(client, str) or not client:
+            raise ValueError("client info needs a string user and a non-empty client")
+        conn, chan = obj.get("conn_info"), obj.get("chan_info")
+        return cls(
+            user,
+            client,
+            None if conn is None else orjson.dumps(conn),
+            None if chan is None else orjson.dumps(chan),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A subscriber that appeared (``join``) or disappeared (``leave``) from a channel."""
+
+    kind: str
+    channel: str
+    info: ClientInfo
+
+
+# ---------------------------------------------------------------------------- messages
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """``join`` or ``leave`` of one subscriber on the sender's worker."""
+
+    worker: str
+    seq: int
+    kind: str
+    channel: str
+    info: ClientInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The sender's whole presence set: channel -> subscribers (its heartbeat)."""
+
+    worker: str
+    seq: int
+    channels: Mapping[str, tuple[ClientInfo, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A worker that just started asks every other for a snapshot now."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The sender stops: forget it now rather than after the TTL."""
+
+    worker: str
+
+
+ControlMessage = Delta | Snapshot | Hello | Bye
+
+
+def encode_message(message: ControlMessage) -> bytes:
+    """One control message as compact JSON."""
+    if isinstance(message, Delta):
+        return orjson.dumps(
+            {
+                "type": message.kind,
+                "worker": message.worker,
+                "seq": message.seq,
+                "channel": message.channel,
+                "info": message.info.to_obj(),
+            }
+        )
+    if isinstance(message, Snapshot):
+        return orjson.dumps(
+            {
+                "type": "snapshot",
+                "worker": message.worker,
+                "seq": message.seq,
+                "channels": {
+                    ch: [i.to_obj() for i in infos] for ch, infos in message.channels.items()
+                },
+            }
+        )
+    kind = "hello" if isinstance(message, Hello) else "bye"
+    return orjson.dumps({"type": kind, "worker": message.worker})
+
+
+def decode_message(body: bytes) -> ControlMessage:
+    """Reads a control message.
+
+    Raises:
+        ValueError: the body is not a control message of a known type.
+    """
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("a control message must be an object")
+    kind, worker = obj.get("type"), obj.get("worker")
+    if not isinstance(worker, str) or not worker:
+        raise ValueError("worker must be a non-empty string")
+    if kind == "hello":
+        return Hello(worker)
+    if kind == "bye":
+        return Bye(worker)
+    seq = obj.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError("seq must be a positive integer")
+    if kind in ("join", "leave"):
+        channel = obj.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise ValueError("channel must be a non-empty string")
+        return Delta(worker, seq, kind, channel, ClientInfo.from_obj(obj.get("info")))
+    if kind == "snapshot":
+        raw = obj.get("channels")
+        if not isinstance(raw, dict):
+            raise ValueError("channels must be an object")
+        channels: dict[str, tuple[ClientInfo, ...]] = {}
+        for channel, infos in raw.items():
+            if not isinstance(infos, list):
+                raise ValueError("each channel must hold a list of client infos")
+            channels[channel] = tuple(ClientInfo.from_obj(i) for i in infos)
+        return Snapshot(worker, seq, channels)
+    raise ValueError(f"unknown control message type {kind!r}")
+
+
+# ---------------------------------------------------------------------------- the view
+class _Worker:
+    """What is known of one other worker."""
+
+    __slots__ = ("channels", "last_seen", "seq")
+
+    def __init__(self, now: float) -> None:
+        self.last_seen = now
+        self.seq = 0
+        self.channels: dict[str, dict[str, ClientInfo]] = {}
+
+
+class Presence:
+    """This worker's subscribers and its view of every other worker's.
+
+    Args:
+        ttl: seconds after which a silent worker's subscribers leave.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._local: dict[str, dict[str, ClientInfo]] = {}
+        self._workers: dict[str, _Worker] = {}
+
+    # ------------------------------------------------------------------ local side
+    def add_local(self, channel: str, info: ClientInfo) -> bool:
+        """Adds a subscriber of this worker; False when it was already there."""
+        members = self._local.setdefault(channel, {})
+        if info.client in members:
+            return False
+        members[info.client] = info
+        return True
+
+    def remove_local(self, channel: str, client: str) -> ClientInfo | None:
+        """Removes a subscriber of this worker; returns it, or None when it was not there."""
+        members = self._local.get(channel)
+        if members is None:
+            return None
+        info = members.pop(client, None)
+        if not members:
+            del self._local[channel]
+        return info
+
+    def local_channels(self) -> dict[str, tuple[ClientInfo, ...]]:
+        """This worker's whole set, for its snapshot."""
+        return {ch: tuple(members.values()) for ch, members in self._local.items()}
+
+    # ------------------------------------------------------------------ remote side
+    def apply(self, message: ControlMessage, now: float) -> list[Change]:
+        """Merges a message of another worker into the view; returns what changed.
+
+        A delta or snapshot older than one already applied from its sender (by ``seq``)
+        is ignored: it can only arrive late, and the newer state already includes it.
+        """
+        if isinstance(message, Hello):
+            self._seen(message.worker, now)
+            return []
+        if isinstance(message, Bye):
+            return self._drop(message.worker)
+        worker = self._seen(message.worker, now)
+        if message.seq <= worker.seq:
+            return []
+        worker.seq = message.seq
+        if isinstance(message, Snapshot):
+            return self._replace(worker, message.channels)
+        members = worker.channels.setdefault(message.channel, {})
+        client = message.info.client
+        changes: list[Change] = []
+        if message.kind == "join":
+            if client not in members:
+                changes.append(Change("join", message.channel, message.info))
+            members[client] = message.info
+        else:
+            known = members.pop(client, None)
+            if known is not None:
+                changes.append(Change("leave", message.channel, known))
+        if not members:
+            del worker.channels[message.channel]
+        return changes
+
+    def expire(self, now: float) -> list[Change]:
+        """Forgets every worker silent for ``ttl`` or longer; their subscribers leave."""
+        dead = [w for w, state in self._workers.items() if now - state.last_seen >= self.ttl]
+        changes: list[Change] = []
+        for worker in dead:
+            changes.extend(self._drop(worker))
+        return changes
+
+    def _seen(self, worker: str, now: float) -> _Worker:
+        state = self._workers.get(worker)
+        if state is None:
+            state = self._workers[worker] = _Worker(now)
+        state.last_seen = now
+        return state
+
+    def _drop(self, worker: str) -> list[Change]:
+        state = self._workers.pop(worker, None)
+        if state is None:
+            return []
+        return [
+            Change("leave", channel, info)
+            for channel, members in state.channels.items()
+            for info in members.values()
+        ]
+
+    @staticmethod
+    def _replace(worker: _Worker, channels: Mapping[str, tuple[ClientInfo, ...]]) -> list[Change]:
+        changes: list[Change] = []
+        new: dict[str, dict[str, ClientInfo]] = {
+            ch: {i.client: i for i in infos} for ch, infos in channels.items() if infos
+        }
+        for channel, members in worker.channels.items():
+            fresh = new.get(channel, {})
+            changes.extend(
+                Change("leave", channel, info)
+                for client, info in members.items()
+                if client not in fresh
+            )
+        for channel, members in new.items():
+            old = worker.channels.get(channel, {})
+            changes.extend(
+                Change("join", channel, info)
+                for client, info in members.items()
+                if client not in old
+            )
+        worker.channels = new
+        return changes
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def workers(self) -> int:
+        """Other workers currently known (alive as far as this one can tell)."""
+        return len(self._workers)
+
+    def members(self, channel: str) -> dict[str, ClientInfo]:
+        """Every subscriber of ``channel`` in the cluster: client id -> info."""
+        result = dict(self._local.get(channel, {}))
+        for state in self._workers.values():
+            members = state.channels.get(channel)
+            if members:
+                result.update(members)
+        return result
+
+    def stats(self, channel: str) -> tuple[int, int]:
+        """``(num_clients, num_users)`` of ``channel`` in the cluster (anonymous counts as
+        one user)."""
+        members = self.members(channel)
+        return len(members), len({info.user for info in members.values()})
+
+    def channels(self) -> Iterator[str]:
+        """Channels with at least one subscriber anywhere (each once)."""
+        seen = set(self._local)
+        yield from self._local
+        for state in self._workers.values():
+            for channel in state.channels:
+                if channel not in seen:
+                    seen.add(channel)
+                    yield channel
