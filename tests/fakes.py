@@ -25,9 +25,10 @@ from tidings.config import (
 )
 from tidings.history import History
 from tidings.hub import Hub
+from tidings.presence import ClientInfo, Presence
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.subscription import HistoryPage, Subscriber
 
 #: A 32-byte HMAC secret (the minimum the config accepts).
@@ -77,9 +78,13 @@ class Sink:
     def __init__(self, name: str = "") -> None:
         self.name = name
         self.pubs: list[Publication] = []
+        self.events: list[ChannelEvent] = []
 
     def deliver(self, pub: Publication) -> None:
         self.pubs.append(pub)
+
+    def deliver_event(self, event: ChannelEvent) -> None:
+        self.events.append(event)
 
     def __repr__(self) -> str:
         return f"Sink({self.name!r})"
@@ -114,6 +119,9 @@ class FakeHost:
         self.rpc_methods: set[str] = set()
         self.subscribe_calls: list[tuple[Subscriber, str, RecoverPosition | None]] = []
         self.history_calls: list[tuple[str, int, RecoverPosition | None, bool]] = []
+        self.presence_view = Presence(15.0)
+        #: channel -> subscriber -> (info, push_join_leave), as the session tracked them.
+        self.tracked: dict[str, dict[Subscriber, tuple[ClientInfo, bool]]] = {}
 
     # SessionHost
     def authenticate(self, token: str) -> ConnectionClaims:
@@ -156,6 +164,16 @@ class FakeHost:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
+        entry = self.tracked.get(channel, {}).pop(sub, None)
+        if entry is not None:
+            self.presence_view.remove_local(channel, entry[0].client)
+
+    def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
+        self.tracked.setdefault(channel, {})[sub] = (info, push_join_leave)
+        self.presence_view.add_local(channel, info)
+
+    def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return self.presence_view.members(channel)
 
     def release(self, session: Session) -> None:
         self.released.append(session)

@@ -36,7 +36,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wire formats", ("tidings.protocol", "tidings.publication")),
     (
         "what flows",
-        ("tidings.record", "tidings.log.base", "tidings.subscription", "tidings.commands"),
+        (
+            "tidings.record",
+            "tidings.log.base",
+            "tidings.subscription",
+            "tidings.commands",
+            "tidings.presence",
+        ),
     ),
     (
         "rules",
@@ -47,7 +53,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("log", ("tidings.log",)),
     ("backend", ("tidings.proxy",)),
     ("node", ("tidings.node",)),
-    ("edges", ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo")),
+    (
+        "edges",
+        ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.control"),
+    ),
     ("process", ("tidings.server", "tidings.cli")),
 )
 

@@ -249,7 +249,9 @@ class PublishOptions(Protocol):
         """The two above admit connections without a user too."""
 
 
-def check_presence(options: PresenceOptions, user: str, subscribed: bool) -> ErrorCode | None:
+def check_presence(
+    options: PresenceOptions, user: str, subscribed: bool, could_subscribe: bool
+) -> ErrorCode | None:
     """Whether a client may read the presence of a channel, or ask for its join/leave
     pushes (whether the namespace keeps presence at all is the caller's check).
 
@@ -257,6 +259,8 @@ def check_presence(options: PresenceOptions, user: str, subscribed: bool) -> Err
         options: the channel's namespace options.
         user: the connection's user ("" for anonymous).
         subscribed: the client is subscribed to the channel.
+        could_subscribe: the client may subscribe to it by itself (:func:`check_subscribe`
+            without a token).
 
     Returns:
         None when allowed, else 103.
@@ -267,30 +271,40 @@ def check_presence(options: PresenceOptions, user: str, subscribed: bool) -> Err
         options.allow_presence_for_anonymous,
         user,
         subscribed,
+        could_subscribe,
     )
 
 
-def check_publish(options: PublishOptions, user: str, subscribed: bool) -> ErrorCode | None:
-    """Whether a client may publish into a channel; None when allowed, else 103.
-
-    As in Centrifugo, neither option looks at a ``#`` user list or a ``$`` prefix: they
-    open every channel of the namespace to the clients they name.
-    """
+def check_publish(
+    options: PublishOptions, user: str, subscribed: bool, could_subscribe: bool
+) -> ErrorCode | None:
+    """Whether a client may publish into a channel; None when allowed, else 103 (the
+    arguments are :func:`check_presence`'s)."""
     return _granted(
         options.allow_publish_for_client,
         options.allow_publish_for_subscriber,
         options.allow_publish_for_anonymous,
         user,
         subscribed,
+        could_subscribe,
     )
 
 
 def _granted(
-    for_client: bool, for_subscriber: bool, for_anonymous: bool, user: str, subscribed: bool
+    for_client: bool,
+    for_subscriber: bool,
+    for_anonymous: bool,
+    user: str,
+    subscribed: bool,
+    could_subscribe: bool,
 ) -> ErrorCode | None:
-    """The rule shared by publish and presence: ``*_for_client`` admits any connection,
-    ``*_for_subscriber`` the channel's subscribers, and either one admits a connection
-    without a user only with ``*_for_anonymous``."""
-    if (user or for_anonymous) and (for_client or (for_subscriber and subscribed)):
+    """The rule shared by publish and presence: ``*_for_subscriber`` admits the channel's
+    subscribers; ``*_for_client`` any connection, on the channels it could subscribe to by
+    itself (never a private channel or another user's ``#`` channel, which would leak or
+    forge what a subscription refuses); either admits a connection without a user only
+    with ``*_for_anonymous``."""
+    if not (user or for_anonymous):
+        return ErrorCode.PERMISSION_DENIED
+    if (for_subscriber and subscribed) or (for_client and could_subscribe):
         return None
     return ErrorCode.PERMISSION_DENIED

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 
 __all__ = ["HistoryPage", "Recovery", "Subscriber"]
 
@@ -22,6 +22,9 @@ class Subscriber(Protocol):
 
     def deliver(self, pub: Publication) -> None:
         """Queue ``pub`` for sending; must not block."""
+
+    def deliver_event(self, event: ChannelEvent) -> None:
+        """Queue a join/leave push for sending; must not block."""
 
 
 @dataclass(frozen=True, slots=True)

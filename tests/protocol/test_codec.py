@@ -13,6 +13,9 @@ from tidings.protocol.codec import ProtocolError, decode_connect_request, decode
 from tidings.protocol.messages import (
     Command,
     ConnectRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    PublishRequest,
     RecoverPosition,
     RefreshRequest,
     SubRefreshRequest,
@@ -127,9 +130,41 @@ class TestMethods:
         assert command.request is None
         assert command.raw == {"id": 4, "teleport": {"x": 1}}
 
+    def test_publish_keeps_its_data_as_compact_json(self) -> None:
+        command = one({"id": 1, "publish": {"channel": "chat:1", "data": {"a": [1, 2], "b": "é"}}})
+        assert command.request == PublishRequest("chat:1", orjson.dumps({"a": [1, 2], "b": "é"}))
+
+    def test_publish_data_may_be_any_json_value(self) -> None:
+        command = one({"id": 1, "publish": {"channel": "c", "data": None}})
+        assert command.request == PublishRequest("c", b"null")
+
     @pytest.mark.parametrize(
-        "method", ["publish", "presence", "presence_stats", "ping", "send"]
+        ("body", "error"),
+        [
+            ({"channel": "c"}, "data is required"),
+            ({"data": 1}, "channel is required"),
+            ({"channel": 5, "data": 1}, "channel must be a string"),
+        ],
     )
+    def test_bad_publish_is_a_command_error(self, body: dict[str, Any], error: str) -> None:
+        assert one({"id": 1, "publish": body}).error == error
+
+    @pytest.mark.parametrize(
+        ("method", "request_class"),
+        [("presence", PresenceRequest), ("presence_stats", PresenceStatsRequest)],
+    )
+    def test_presence_requests(self, method: str, request_class: type) -> None:
+        assert one({"id": 1, method: {"channel": "room:1"}}).request == request_class("room:1")
+        assert one({"id": 1, method: {}}).error == "channel is required"
+
+    def test_subscribe_join_leave_flag(self) -> None:
+        request = one({"id": 1, "subscribe": {"channel": "c", "join_leave": True}}).request
+        assert isinstance(request, SubscribeRequest) and request.join_leave
+        assert one({"id": 1, "subscribe": {"channel": "c", "join_leave": 1}}).error == (
+            "join_leave must be true or false"
+        )
+
+    @pytest.mark.parametrize("method", ["ping", "send"])
     def test_methods_without_a_request_type(self, method: str) -> None:
         command = one({"id": 1, method: {"channel": "x"}})
         assert (command.method, command.request, command.error) == (method, None, "")
@@ -326,4 +361,5 @@ class TestEncode:
 
     def test_request_type(self) -> None:
         assert codec.request_type("subscribe") is SubscribeRequest
-        assert codec.request_type("publish") is None
+        assert codec.request_type("publish") is PublishRequest
+        assert codec.request_type("ping") is None

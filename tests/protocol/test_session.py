@@ -611,9 +611,7 @@ class TestSubRefresh:
 
 # ---------------------------------------------------------------------------- other methods
 class TestOtherMethods:
-    @pytest.mark.parametrize(
-        "method", ["publish", "presence", "presence_stats", "rpc", "ping"]
-    )
+    @pytest.mark.parametrize("method", ["rpc", "ping"])
     def test_unsupported_methods_108(self, alice: Client, method: str) -> None:
         out = alice.raw(orjson.dumps({"id": 7, method: {"channel": "news", "data": {}}}))
         assert out == [b'{"id":7,"error":{"code":108,"message":"not available"}}']

@@ -16,6 +16,9 @@ from tidings.protocol.messages import (
     Command,
     ConnectRequest,
     HistoryRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    PublishRequest,
     RecoverPosition,
     RefreshRequest,
     Request,
@@ -217,11 +220,27 @@ def _subscribe(body: dict[str, Any]) -> SubscribeRequest:
         recover,
         _position(body) if recover else RecoverPosition(),
         _data(body),
+        join_leave=_bool(body, "join_leave"),
     )
 
 
 def _rpc(body: dict[str, Any]) -> RpcRequest:
     return RpcRequest(_str(body, "method"), _data(body))
+
+
+def _publish(body: dict[str, Any]) -> PublishRequest:
+    if "data" not in body:
+        raise _BadField("data is required")
+    channel = _str(body, "channel", required=True)
+    return PublishRequest(channel, _data(body) or b"null")
+
+
+def _presence(body: dict[str, Any]) -> PresenceRequest:
+    return PresenceRequest(_str(body, "channel", required=True))
+
+
+def _presence_stats(body: dict[str, Any]) -> PresenceStatsRequest:
+    return PresenceStatsRequest(_str(body, "channel", required=True))
 
 
 def _unsubscribe(body: dict[str, Any]) -> UnsubscribeRequest:
@@ -256,6 +275,9 @@ _REQUEST_DECODERS: dict[str, Any] = {
     "sub_refresh": _sub_refresh,
     "history": _history,
     "rpc": _rpc,
+    "publish": _publish,
+    "presence": _presence,
+    "presence_stats": _presence_stats,
 }
 
 
@@ -269,4 +291,7 @@ def request_type(method: str) -> type[Request] | None:
         "sub_refresh": SubRefreshRequest,
         "history": HistoryRequest,
         "rpc": RpcRequest,
+        "publish": PublishRequest,
+        "presence": PresenceRequest,
+        "presence_stats": PresenceStatsRequest,
     }.get(method)

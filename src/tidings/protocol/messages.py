@@ -15,6 +15,9 @@ __all__ = [
     "Command",
     "ConnectRequest",
     "HistoryRequest",
+    "PresenceRequest",
+    "PresenceStatsRequest",
+    "PublishRequest",
     "RecoverPosition",
     "RefreshRequest",
     "RpcRequest",
@@ -25,7 +28,7 @@ __all__ = [
 
 #: Methods of the protocol that tidings does not offer; answered with error 108.
 #: (``rpc`` is answered 108 only when no RPC proxy is configured.)
-UNSUPPORTED_METHODS = frozenset({"publish", "presence", "presence_stats", "rpc", "ping"})
+UNSUPPORTED_METHODS = frozenset({"rpc", "ping"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class SubscribeRequest:
     position: RecoverPosition = RecoverPosition()
     #: Compact JSON of the ``data`` field (for the subscribe proxy), None when absent.
     data: bytes | None = None
+    #: The client asks for ``join``/``leave`` pushes (granted where the namespace allows).
+    join_leave: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,29 @@ class RpcRequest:
     data: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """``publish``: a client's publication into a channel."""
+
+    channel: str
+    #: Compact JSON of the ``data`` field.
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRequest:
+    """``presence``: who is subscribed to a channel."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStatsRequest:
+    """``presence_stats``: how many clients and users are subscribed to a channel."""
+
+    channel: str
+
+
 Request = (
     ConnectRequest
     | SubscribeRequest
@@ -118,6 +146,9 @@ Request = (
     | SubRefreshRequest
     | HistoryRequest
     | RpcRequest
+    | PublishRequest
+    | PresenceRequest
+    | PresenceStatsRequest
 )
 
 

@@ -1,12 +1,13 @@
 """Operations a session hands to its host to perform asynchronously, and their outcomes.
 
 Some commands cannot be answered in the step that receives them: the answer comes from the
-application's backend (the proxies) over the network. The session stays sans-I/O: it
+application's backend (the proxies) over the network, or from the log (a client's
+``publish`` is answered once the log took the publication). The session stays sans-I/O: it
 queues an :data:`Operation` (``Session.take_operations``), the host performs it and gives
 back an :data:`Outcome` (``Session.complete``), and only then does the session produce the
 reply. An operation that :attr:`holds` the session (connect, subscribe) makes the commands
 after it wait until it completes, so they see its effect, as if it had been answered at
-once; the others (rpc, refresh) let later commands pass, their replies matched by id.
+once; the others (rpc, refresh, publish) let later commands pass, their replies matched by id.
 
 The host must complete every operation it is given, exactly once, with an outcome: a
 failure of its own (timeout, refused connection, bad answer) is :data:`INTERNAL`.
@@ -29,6 +30,8 @@ __all__ = [
     "Operation",
     "Outcome",
     "Peer",
+    "PublishCall",
+    "Published",
     "RefreshCall",
     "Refreshed",
     "Rejected",
@@ -113,7 +116,21 @@ class RpcCall(_Call):
     holds = False
 
 
-Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall
+@dataclass(frozen=True, slots=True)
+class PublishCall(_Call):
+    """Append a client's publication to the log (the node performs it, not a proxy)."""
+
+    channel: str
+    #: Compact JSON of the publication's data.
+    data: bytes
+    #: Compact JSON of the publisher's ClientInfo, carried in the publication's ``info``.
+    info: bytes
+    command_id: int = 0
+
+    holds = False
+
+
+Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall | PublishCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,4 +195,9 @@ class Answered:
     data: bytes | None = None
 
 
-Outcome = Rejected | Disconnected | Connected | Refreshed | Subscribed | Answered
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The log took the client's publication."""
+
+
+Outcome = Rejected | Disconnected | Connected | Refreshed | Subscribed | Answered | Published

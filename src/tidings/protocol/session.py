@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from tidings.channels import (
     ChannelName,
     InvalidName,
     NameKind,
+    check_presence,
+    check_publish,
     check_subscribe,
     name_problem,
     parse_channel,
@@ -40,6 +43,7 @@ from tidings.channels import (
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, ClientSettings
 from tidings.errors import TokenError
+from tidings.presence import ClientInfo
 from tidings.protocol import codec
 from tidings.protocol.codec import ProtocolError, raw
 from tidings.protocol.messages import (
@@ -47,6 +51,9 @@ from tidings.protocol.messages import (
     Command,
     ConnectRequest,
     HistoryRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    PublishRequest,
     RecoverPosition,
     RefreshRequest,
     RpcRequest,
@@ -62,6 +69,8 @@ from tidings.protocol.operations import (
     Disconnected,
     Operation,
     Outcome,
+    PublishCall,
+    Published,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -87,8 +96,9 @@ log = logging.getLogger(__name__)
 SERVER_UNSUBSCRIBE = 2000
 
 
-#: Operations of one connection that let later commands pass (rpc) and may be out at once;
-#: more are answered 111, so a client cannot pile up backend calls faster than they end.
+#: Operations of one connection that let later commands pass (rpc, publish) and may be out
+#: at once; more are answered 111, so a client cannot pile up backend calls or appends to
+#: the log faster than they end.
 MAX_OPERATIONS_IN_FLIGHT = 100
 #: Commands that may wait behind a connect or a subscribe that is out; more close the
 #: connection with 3013 (too many requests).
@@ -173,6 +183,14 @@ class SessionHost(Protocol):
     def proxies(self, event: str, method: str | None = None) -> bool:
         """Whether the application's backend answers ``event``: ``connect`` (connections
         without a token), ``refresh`` (their expiry) or ``rpc`` (any, or of ``method``)."""
+
+    def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
+        """Enters a new subscription into presence and join/leave (where its namespace keeps
+        them); ``push_join_leave`` asks for the channel's join/leave pushes. Unsubscribing
+        ends both."""
+
+    def presence(self, channel: str) -> Mapping[str, ClientInfo]:
+        """The channel's subscribers in the cluster: client id -> info."""
 
 
 class Session:
@@ -291,6 +309,8 @@ class Session:
             self._subscribed(operation, outcome, now)
         elif isinstance(operation, RpcCall):
             self._answered(operation, outcome)
+        elif isinstance(operation, PublishCall):
+            self._published(operation, outcome)
         else:
             self._refreshed(outcome, now)
         if self._holder == operation.ticket:
@@ -501,6 +521,10 @@ class Session:
             self._sub_refresh(command, request, now)
         elif isinstance(request, HistoryRequest):
             self._history(command, request)
+        elif isinstance(request, PublishRequest):
+            self._publish(command, request)
+        elif isinstance(request, PresenceRequest | PresenceStatsRequest):
+            self._presence(command, request)
         elif isinstance(request, RpcRequest) and self._host.proxies("rpc"):
             self._rpc(command, request)
         elif method in UNSUPPORTED_METHODS:
@@ -572,6 +596,7 @@ class Session:
                 return None
             outcome = self._host.subscribe(self._subscriber, channel, request.subs.get(channel))
             self.channels.add(channel)
+            self._track(channel, self._forced_join_leave(name))
             server_channels.append(channel)
             subs[channel] = self._subscribe_result(outcome)
             if sub_data and channel in sub_data:
@@ -680,6 +705,10 @@ class Session:
             self._subscriber, request.channel, request.position if request.recover else None
         )
         self.channels.add(request.channel)
+        name = parse_channel(request.channel)
+        options = self._host.channel_options(name) if name is not None else None
+        if name is not None and options is not None:
+            self._track(request.channel, self._wants_join_leave(name, options, request.join_leave))
         return self._subscribe_result(outcome)
 
     def _unsubscribe(self, command: Command, request: UnsubscribeRequest) -> None:
@@ -808,6 +837,7 @@ class Session:
             return False
         outcome = self._host.subscribe(self._subscriber, channel, None)
         self.channels.add(channel)
+        self._track(channel, self._forced_join_leave(name))
         self.server_channels = self.server_channels | {channel}
         self._push({"channel": channel, "subscribe": self._subscribe_result(outcome)})
         return True
@@ -945,3 +975,112 @@ class Session:
         self._expires_at = outcome.expire_at
         if outcome.info is not None:
             self.info = outcome.info
+
+    # ------------------------------------------------------------------ presence, publish
+    @property
+    def client_info(self) -> ClientInfo:
+        """This connection as others see it in presence, join/leave and publications."""
+        return ClientInfo(self.user, self.client_id, self.info)
+
+    def _forced_join_leave(self, name: ChannelName) -> bool:
+        """Whether a server-side subscription gets join/leave: only when forced."""
+        options = self._host.channel_options(name)
+        return options is not None and options.force_push_join_leave
+
+    def _wants_join_leave(self, name: ChannelName, options: ChannelOptions, asked: bool) -> bool:
+        """Centrifugo's rule: every subscriber gets join/leave with ``force_push_join_leave``;
+        otherwise one who asked, where ``join_leave`` is on and presence is open to it."""
+        if options.force_push_join_leave:
+            return True
+        return asked and options.join_leave and self._may(check_presence, name, options, True)
+
+    def _track(self, channel: str, push_join_leave: bool) -> None:
+        self._host.track(self._subscriber, channel, self.client_info, push_join_leave)
+
+    def _may(
+        self,
+        check: Any,
+        name: ChannelName,
+        options: ChannelOptions,
+        subscribed: bool,
+    ) -> bool:
+        """Whether ``check`` (publish or presence) lets this client act on ``name``. The
+        ``*_for_client`` options cover only channels the client could subscribe to by
+        itself, as ``allow_history_for_client`` does: never a private channel or another
+        user's. Insecure mode allows everything."""
+        if self._settings.insecure:
+            return True
+        could_subscribe = check_subscribe(name, options, self.user, has_valid_token=False) is None
+        return bool(check(options, self.user, subscribed, could_subscribe) is None)
+
+    def _command_channel(
+        self, command: Command, channel: str
+    ) -> tuple[ChannelName, ChannelOptions] | None:
+        """The parsed channel of a command and its options, or None after answering 107 (an
+        invalid name) or 102 (an unknown namespace), as subscribe does."""
+        try:
+            name = read_channel(channel)
+        except InvalidName as exc:
+            self._error(command, ErrorCode.BAD_REQUEST, str(exc))
+            return None
+        options = self._host.channel_options(name)
+        if options is None:
+            self._error(command, ErrorCode.UNKNOWN_CHANNEL)
+            return None
+        return name, options
+
+    def _presence(self, command: Command, request: PresenceRequest | PresenceStatsRequest) -> None:
+        channel = request.channel
+        found = self._command_channel(command, channel)
+        if found is None:
+            return
+        name, options = found
+        if not options.presence:
+            self._error(command, ErrorCode.NOT_AVAILABLE, "presence is off in this namespace")
+            return
+        if not self._may(check_presence, name, options, channel in self.channels):
+            self._error(command, ErrorCode.PERMISSION_DENIED)
+            return
+        members = self._host.presence(channel)
+        if isinstance(request, PresenceStatsRequest):
+            users = {info.user for info in members.values()}
+            self._reply(command, {"num_clients": len(members), "num_users": len(users)})
+        else:
+            self._reply(
+                command, {"presence": {cid: info.to_obj() for cid, info in members.items()}}
+            )
+
+    def _publish(self, command: Command, request: PublishRequest) -> None:
+        """An allowed publication leaves as an operation: the reply waits for the log."""
+        channel = request.channel
+        found = self._command_channel(command, channel)
+        if found is None:
+            return
+        name, options = found
+        if not self._may(check_publish, name, options, channel in self.channels):
+            log.info("publish of user %r to %r refused", self.user, channel)
+            self._error(command, ErrorCode.PERMISSION_DENIED)
+            return
+        if len(self._in_flight) >= MAX_OPERATIONS_IN_FLIGHT:
+            self._error(command, ErrorCode.TOO_MANY_REQUESTS, "too many calls in flight")
+            return
+        info = self.client_info.to_json()
+        self._start(
+            PublishCall(
+                self._ticket(),
+                self.client_id,
+                self.user,
+                self._meta,
+                channel,
+                request.data,
+                info,
+                command.id,
+            )
+        )
+
+    def _published(self, call: PublishCall, outcome: Outcome) -> None:
+        """The log took the publication (or refused it)."""
+        if not isinstance(outcome, Published):
+            self._rejected(call.command_id, "publish", outcome)
+            return
+        self._reply(Command(call.command_id, "publish"), {})

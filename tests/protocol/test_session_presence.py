@@ -1,0 +1,259 @@
+"""The session's presence, presence_stats, join/leave requests and client publish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fakes import T0, Client, FakeHost, settings, token
+from tidings.codes import ErrorCode
+from tidings.config import NamespaceSettings
+from tidings.presence import ClientInfo
+from tidings.protocol.operations import INTERNAL, PublishCall, Published, Rejected
+
+NAMESPACES = [
+    # presence for subscribers, join/leave on request
+    NamespaceSettings(
+        name="room",
+        presence=True,
+        join_leave=True,
+        allow_presence_for_subscriber=True,
+        allow_publish_for_subscriber=True,
+    ),
+    # join/leave pushed to everyone, presence open to any user, publish open to any user
+    NamespaceSettings(
+        name="lobby",
+        presence=True,
+        join_leave=True,
+        force_push_join_leave=True,
+        allow_presence_for_client=True,
+        allow_publish_for_client=True,
+    ),
+    # anonymous subscribers too
+    NamespaceSettings(
+        name="open",
+        allow_anonymous=True,
+        presence=True,
+        allow_presence_for_subscriber=True,
+        allow_presence_for_anonymous=True,
+        allow_publish_for_subscriber=True,
+        allow_publish_for_anonymous=True,
+    ),
+    # join/leave on, but presence closed to clients: asking for pushes gets none
+    NamespaceSettings(name="feed", join_leave=True),
+    NamespaceSettings(name="quiet"),
+]
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return FakeHost(settings(namespaces=NAMESPACES), anonymous=True)
+
+
+def connected(host: FakeHost, user: str | None = "alice", **claims: Any) -> Client:
+    c = Client(host, name=user or "anon")
+    c.connect(token(user, **claims) if user is not None else "")
+    return c
+
+
+def subscribe(c: Client, channel: str, cid: int = 2, **extra: Any) -> dict[str, Any]:
+    (reply,) = c.send({"id": cid, "subscribe": {"channel": channel, **extra}})
+    return reply
+
+
+def err(code: ErrorCode, message: str = "") -> dict[str, Any]:
+    return {"code": int(code), "message": message or code.message}
+
+
+class TestPresence:
+    def test_subscriber_sees_every_subscriber_with_info(self, host: FakeHost) -> None:
+        alice = connected(host, info={"name": "Alice"})
+        bob = connected(host, "bob")
+        subscribe(alice, "room:1")
+        subscribe(bob, "room:1")
+        (reply,) = alice.send({"id": 3, "presence": {"channel": "room:1"}})
+        assert reply == {
+            "id": 3,
+            "presence": {
+                "presence": {
+                    alice.session.client_id: {
+                        "user": "alice",
+                        "client": alice.session.client_id,
+                        "conn_info": {"name": "Alice"},
+                    },
+                    bob.session.client_id: {"user": "bob", "client": bob.session.client_id},
+                }
+            },
+        }
+
+    def test_stats_before_and_after_a_leave(self, host: FakeHost) -> None:
+        alice, alice2, bob = connected(host), connected(host), connected(host, "bob")
+        for c in (alice, alice2, bob):
+            subscribe(c, "room:1")
+        stats = {"id": 4, "presence_stats": {"channel": "room:1"}}
+        assert alice.send(stats) == [
+            {"id": 4, "presence_stats": {"num_clients": 3, "num_users": 2}}
+        ]
+        bob.session.closed()
+        alice2.send({"id": 5, "unsubscribe": {"channel": "room:1"}})
+        assert alice.send(stats) == [
+            {"id": 4, "presence_stats": {"num_clients": 1, "num_users": 1}}
+        ]
+
+    def test_not_subscribed_is_103_for_subscriber_only_namespaces(self, host: FakeHost) -> None:
+        alice = connected(host)
+        (reply,) = alice.send({"id": 3, "presence": {"channel": "room:1"}})
+        assert reply == {"id": 3, "error": err(ErrorCode.PERMISSION_DENIED)}
+
+    def test_for_client_needs_no_subscription(self, host: FakeHost) -> None:
+        alice = connected(host)
+        (reply,) = alice.send({"id": 3, "presence_stats": {"channel": "lobby:x"}})
+        assert reply == {"id": 3, "presence_stats": {"num_clients": 0, "num_users": 0}}
+
+    def test_anonymous_only_where_allowed(self, host: FakeHost) -> None:
+        anon = connected(host, None)
+        (reply,) = anon.send({"id": 3, "presence": {"channel": "lobby:x"}})
+        assert reply == {"id": 3, "error": err(ErrorCode.PERMISSION_DENIED)}
+        subscribe(anon, "open:x")
+        (reply,) = anon.send({"id": 4, "presence_stats": {"channel": "open:x"}})
+        assert reply == {"id": 4, "presence_stats": {"num_clients": 1, "num_users": 1}}
+
+    def test_presence_off_is_108_and_unknown_namespace_102(self, host: FakeHost) -> None:
+        alice = connected(host)
+        subscribe(alice, "quiet:1")
+        (off,) = alice.send({"id": 3, "presence": {"channel": "quiet:1"}})
+        off_error = err(ErrorCode.NOT_AVAILABLE, "presence is off in this namespace")
+        assert off == {"id": 3, "error": off_error}
+        (unknown,) = alice.send({"id": 4, "presence": {"channel": "nowhere:1"}})
+        assert unknown == {"id": 4, "error": err(ErrorCode.UNKNOWN_CHANNEL)}
+        (bad,) = alice.send({"id": 5, "presence": {}})
+        assert bad == {"id": 5, "error": err(ErrorCode.BAD_REQUEST, "channel is required")}
+
+
+class TestJoinLeaveRequests:
+    def tracked(self, host: FakeHost, c: Client, channel: str) -> tuple[ClientInfo, bool]:
+        return host.tracked[channel][c.sink]
+
+    def test_every_subscription_is_tracked_with_its_client_info(self, host: FakeHost) -> None:
+        alice = connected(host, info={"n": 1})
+        subscribe(alice, "room:1")
+        info, push = self.tracked(host, alice, "room:1")
+        assert info == ClientInfo("alice", alice.session.client_id, b'{"n":1}')
+        assert push is False
+
+    def test_asked_and_allowed(self, host: FakeHost) -> None:
+        alice = connected(host)
+        subscribe(alice, "room:1", join_leave=True)
+        assert self.tracked(host, alice, "room:1")[1] is True
+
+    def test_asked_without_presence_permission(self, host: FakeHost) -> None:
+        alice = connected(host)
+        subscribe(alice, "feed:1", join_leave=True)
+        assert self.tracked(host, alice, "feed:1")[1] is False
+
+    def test_asked_where_join_leave_is_off(self, host: FakeHost) -> None:
+        alice = connected(host)
+        subscribe(alice, "open:1", join_leave=True)
+        assert self.tracked(host, alice, "open:1")[1] is False
+
+    def test_forced_without_asking(self, host: FakeHost) -> None:
+        alice = connected(host)
+        subscribe(alice, "lobby:1")
+        assert self.tracked(host, alice, "lobby:1")[1] is True
+
+    def test_server_side_subscriptions_get_forced_pushes_only(self, host: FakeHost) -> None:
+        alice = Client(host)
+        alice.connect(token(channels=["lobby:1", "room:1"]))
+        assert self.tracked(host, alice, "lobby:1")[1] is True
+        assert self.tracked(host, alice, "room:1")[1] is False
+
+
+def publishes(c: Client) -> list[PublishCall]:
+    """The publications the session handed over (every operation must be one)."""
+    operations = c.session.take_operations()
+    assert all(isinstance(op, PublishCall) for op in operations), operations
+    return operations  # type: ignore[return-value]
+
+
+class TestPublish:
+    def test_allowed_publish_becomes_an_operation_and_waits_for_the_log(
+        self, host: FakeHost
+    ) -> None:
+        alice = connected(host, info={"n": 1})
+        subscribe(alice, "room:1")
+        out = alice.send({"id": 3, "publish": {"channel": "room:1", "data": {"text": "hi"}}})
+        assert out == []  # no reply before the log took it
+        (call,) = publishes(alice)
+        assert (call.channel, call.data, call.command_id) == (
+            "room:1",
+            orjson.dumps({"text": "hi"}),
+            3,
+        )
+        info = ClientInfo("alice", alice.session.client_id, b'{"n":1}')
+        assert call.info == info.to_json()
+        assert not call.holds  # later commands do not wait for the log
+        assert publishes(alice) == []
+        alice.session.complete(call, Published(), T0)
+        assert alice.session.take_output() == [b'{"id":3,"publish":{}}']
+
+    def test_a_failed_append_is_answered_with_its_error(self, host: FakeHost) -> None:
+        alice = connected(host)
+        alice.send({"id": 3, "publish": {"channel": "lobby:1", "data": 1}})
+        (call,) = publishes(alice)
+        alice.session.complete(call, Rejected(106, "too big"), T0)
+        assert [orjson.loads(m) for m in alice.session.take_output()] == [
+            {"id": 3, "error": {"code": 106, "message": "too big"}}
+        ]
+        alice.send({"id": 4, "publish": {"channel": "lobby:1", "data": 1}})
+        (call,) = publishes(alice)
+        alice.session.complete(call, INTERNAL, T0)
+        (reply,) = [orjson.loads(m) for m in alice.session.take_output()]
+        assert reply["error"]["code"] == 100 and reply["error"]["temporary"] is True
+
+    def test_done_after_close_sends_nothing(self, host: FakeHost) -> None:
+        alice = connected(host)
+        alice.send({"id": 3, "publish": {"channel": "lobby:1", "data": 1}})
+        (call,) = publishes(alice)
+        alice.session.closed()
+        alice.session.complete(call, Published(), T0)
+        assert alice.session.take_output() == []
+
+    @pytest.mark.parametrize(
+        ("user", "channel", "subscribed", "allowed"),
+        [
+            ("alice", "room:1", False, False),  # subscriber-only, not subscribed
+            ("alice", "room:1", True, True),
+            ("alice", "lobby:1", False, True),  # for any client
+            (None, "lobby:1", False, False),  # ... but not anonymous
+            (None, "open:1", False, False),  # anonymous subscriber-only, not subscribed
+            (None, "open:1", True, True),
+            ("alice", "quiet:1", True, False),  # publishing off
+        ],
+    )
+    def test_permissions(
+        self, host: FakeHost, user: str | None, channel: str, subscribed: bool, allowed: bool
+    ) -> None:
+        c = connected(host, user)
+        if subscribed:
+            assert "error" not in subscribe(c, channel)
+        out = c.send({"id": 9, "publish": {"channel": channel, "data": {"x": 1}}})
+        calls = publishes(c)
+        if allowed:
+            assert out == [] and len(calls) == 1
+        else:
+            assert out == [{"id": 9, "error": err(ErrorCode.PERMISSION_DENIED)}]
+            assert calls == []
+
+    def test_unknown_namespace_and_bad_request(self, host: FakeHost) -> None:
+        alice = connected(host)
+        out = alice.send(
+            {"id": 3, "publish": {"channel": "nowhere:1", "data": 1}},
+            {"id": 4, "publish": {"channel": "room:1"}},
+        )
+        assert out == [
+            {"id": 3, "error": err(ErrorCode.UNKNOWN_CHANNEL)},
+            {"id": 4, "error": err(ErrorCode.BAD_REQUEST, "data is required")},
+        ]
+        assert publishes(alice) == []
