@@ -16,6 +16,8 @@ from tidings.channels import (
     InvalidName,
     NameKind,
     channel_problem,
+    check_presence,
+    check_publish,
     check_subscribe,
     name_problem,
     parse_channel,
@@ -253,3 +255,41 @@ def test_truth_table_for_a_plain_channel(
     allowed = token or (not require_token and allow_subscribe and (user or allow_anonymous))
     result = check_subscribe(parsed, options, "alice" if user else "", token)
     assert result == (None if allowed else ErrorCode.PERMISSION_DENIED)
+
+
+@pytest.mark.parametrize(
+    ("for_client", "for_subscriber", "for_anonymous", "user", "subscribed", "allowed"),
+    [
+        (False, False, False, "alice", True, False),
+        (True, False, False, "alice", False, True),
+        (True, False, False, "", False, False),
+        (True, False, True, "", False, True),
+        (False, True, False, "alice", False, False),
+        (False, True, False, "alice", True, True),
+        (False, True, False, "", True, False),
+        (False, True, True, "", True, True),
+        (False, True, True, "", False, False),
+    ],
+)
+def test_publish_and_presence_permissions(
+    for_client: bool,
+    for_subscriber: bool,
+    for_anonymous: bool,
+    user: str,
+    subscribed: bool,
+    allowed: bool,
+) -> None:
+    publish = ChannelOptions(
+        allow_publish_for_client=for_client,
+        allow_publish_for_subscriber=for_subscriber,
+        allow_publish_for_anonymous=for_anonymous,
+    )
+    presence = ChannelOptions(
+        presence=True,
+        allow_presence_for_client=for_client,
+        allow_presence_for_subscriber=for_subscriber,
+        allow_presence_for_anonymous=for_anonymous,
+    )
+    expected = None if allowed else ErrorCode.PERMISSION_DENIED
+    assert check_publish(publish, user, subscribed) == expected
+    assert check_presence(presence, user, subscribed) == expected

@@ -6,7 +6,7 @@ import orjson
 
 from tidings.protocol import eventstream
 from tidings.protocol.wsframes import Opcode, encode_frame
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 
 
 def test_encodings() -> None:
@@ -53,3 +53,16 @@ def test_emulated_stream_chunks_are_exact_and_cached() -> None:
     assert p.push_sse_chunk == eventstream.chunk(b"data: " + line + b"\n\n")
     assert p.push_stream_chunk is p.push_stream_chunk
     assert p.push_sse_chunk is p.push_sse_chunk
+
+
+def test_a_client_publication_carries_the_publisher_info() -> None:
+    pub = Publication("room:1", 7, b'{"t":1}', 1.0, b'{"user":"bob","client":"c1"}')
+    assert pub.pub == b'{"data":{"t":1},"offset":7,"info":{"user":"bob","client":"c1"}}'
+    assert orjson.loads(pub.push)["push"]["pub"]["info"] == {"user": "bob", "client": "c1"}
+
+
+def test_channel_event_encodings() -> None:
+    event = ChannelEvent("room:1", "join", b'{"info":{"user":"a","client":"c"}}')
+    assert event.uni == b'{"channel":"room:1","join":{"info":{"user":"a","client":"c"}}}'
+    assert event.push == b'{"push":' + event.uni + b"}"
+    assert event.push is event.push  # built once, shared by every recipient

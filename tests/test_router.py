@@ -14,6 +14,7 @@ from tidings.errors import ConfigError
 from tidings.record import Record
 from tidings.router import (
     CHANNEL_HEADER,
+    INFO_HEADER,
     Rejected,
     Routed,
     Router,
@@ -370,3 +371,23 @@ def test_route_never_raises(
         orjson.loads(result.data)
     else:
         assert result.kind in {"too_large", "not_json", "missing_field", "bad_channel", "unrouted"}
+
+
+class TestPublisherInfo:
+    def test_info_header_becomes_the_publications_info(self) -> None:
+        info = '{"user":"bob","client":"c1","conn_info":{"name": "Bob"}}'
+        rec = record({"t": 1}, headers={CHANNEL_HEADER: "room:1", INFO_HEADER: info})
+        routed = route([], rec)
+        assert isinstance(routed, Routed)
+        assert routed.info == b'{"user":"bob","client":"c1","conn_info":{"name":"Bob"}}'
+
+    @pytest.mark.parametrize("info", ["not json", "[]", '{"user":"bob"}', '{"client":7}'])
+    def test_malformed_info_is_dropped_not_the_event(self, info: str) -> None:
+        rec = record({"t": 1}, headers={CHANNEL_HEADER: "room:1", INFO_HEADER: info})
+        routed = route([], rec)
+        assert isinstance(routed, Routed) and routed.channels == ("room:1",)
+        assert routed.info is None
+
+    def test_no_header_no_info(self) -> None:
+        routed = route([], record({"t": 1}, headers={CHANNEL_HEADER: "room:1"}))
+        assert isinstance(routed, Routed) and routed.info is None

@@ -17,7 +17,6 @@ from tidings.subscription import Recovery, Subscriber
 
 __all__ = ["Hub"]
 
-
 class Hub:
     """Subscriptions of one node and their history."""
 

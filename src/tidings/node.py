@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import orjson
@@ -18,21 +18,24 @@ import orjson
 from tidings import commands
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
-from tidings.codes import DisconnectCode
+from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
 from tidings.log.base import Log
 from tidings.metrics import Metrics
+from tidings.presence import Change, ClientInfo, ControlMessage, Presence
+from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
-from tidings.protocol.operations import Operation, Outcome, Peer
+from tidings.protocol.operations import Operation, Outcome, Peer, PublishCall, Published
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.record import Record
 from tidings.router import (
     CHANNEL_HEADER,
+    INFO_HEADER,
     Rejected,
     Router,
     encode_channel_header,
@@ -41,7 +44,14 @@ from tidings.router import (
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 
-__all__ = ["HISTORY_SWEEP_INTERVAL", "ClientHandle", "Closable", "Node", "PublishError"]
+__all__ = [
+    "HISTORY_SWEEP_INTERVAL",
+    "ClientHandle",
+    "Closable",
+    "ControlPlane",
+    "Node",
+    "PublishError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,19 @@ class ClientHandle(Protocol):
         """Closes with ``code``."""
 
 
+class ControlPlane(Protocol):
+    """What carries presence between workers and nodes (:mod:`tidings.control`)."""
+
+    async def start(self, node: Node) -> None:
+        """Connects, announces this worker and starts the heartbeats."""
+
+    def announce(self, kind: str, channel: str, info: ClientInfo) -> None:
+        """Sends a local ``join`` or ``leave`` to every other worker; never blocks."""
+
+    async def close(self) -> None:
+        """Says goodbye and disconnects."""
+
+
 class Node:
     """One tidings node (one process)."""
 
@@ -83,6 +106,7 @@ class Node:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         name: str = "",
+        control: ControlPlane | None = None,
     ) -> None:
         self.settings = settings
         self.log = event_log
@@ -116,6 +140,13 @@ class Node:
         #: Every open client connection, so a shutdown can close them all.
         self.live: set[Closable] = set()
         self._all_closed: asyncio.Event | None = None
+        #: This worker's subscribers and the other workers' (see tidings.presence).
+        self.presence_view = Presence(settings.cluster.presence_ttl)
+        self.control = control
+        # Local subscriptions entered into presence, and those that get join/leave pushes.
+        self._tracked: dict[str, dict[Subscriber, ClientInfo]] = {}
+        self._listeners: dict[str, dict[Subscriber, None]] = {}
+        self._local_changes: list[Change] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -126,6 +157,8 @@ class Node:
             + [ns.history_ttl for ns in self.settings.namespaces]
         )
         await self.log.start(self, warm)
+        if self.control is not None:
+            await self.control.start(self)
         if not self._seen_records:
             # Nothing in the warm window: everything after the log's current position is
             # what this node will see, so channels are complete from there.
@@ -176,6 +209,8 @@ class Node:
         """Stops the timers and the log."""
         self.metrics.ready.set(0)
         await self.timers.stop()
+        if self.control is not None:
+            await self.control.close()
         await self.proxy.close()
         await self.log.close()
 
@@ -225,7 +260,9 @@ class Node:
                 if options is None:
                     self.on_reject(record, "unknown_namespace", f"unknown namespace of {channel!r}")
                     continue
-                pub = Publication(channel, record.position, routed.data, record.timestamp)
+                pub = Publication(
+                    channel, record.position, routed.data, record.timestamp, routed.info
+                )
                 pushes += self.hub.publish(
                     pub, size=options.history_size, ttl=options.history_ttl, now=now
                 )
@@ -274,14 +311,122 @@ class Node:
             if self._options_for_name(channel) is None:
                 raise PublishError(f"unknown namespace of channel {channel!r}")
         body = orjson.dumps(data)
-        limit = self.settings.amqp.max_message_bytes
-        if len(body) > limit:
-            raise PublishError(f"data of {len(body)} bytes is over the {limit} limit")
+        self._check_size(body)
         await self.log.append(
             self.settings.amqp.publish_routing_key,
             body,
             {CHANNEL_HEADER: encode_channel_header(channels)},
         )
+
+    def _check_size(self, body: bytes) -> None:
+        limit = self.settings.amqp.max_message_bytes
+        if len(body) > limit:
+            raise PublishError(
+                f"data of {len(body)} bytes is over the {limit} limit (amqp.max_message_bytes)"
+            )
+
+    async def _append_publication(self, call: PublishCall) -> Outcome:
+        """Appends a client's publication to the log, with the publisher in ``info``.
+
+        Returns:
+            Published once the log took it; 106 when the data is over
+            ``amqp.max_message_bytes``; 100 (temporary) when the log refused it.
+        """
+        try:
+            self._check_size(call.data)
+        except PublishError as exc:
+            return operations.Rejected(int(ErrorCode.LIMIT_EXCEEDED), str(exc))
+        headers = {
+            CHANNEL_HEADER: encode_channel_header([call.channel]),
+            INFO_HEADER: call.info.decode(),
+        }
+        try:
+            await self.log.append(self.settings.amqp.publish_routing_key, call.data, headers)
+        except Exception as exc:  # the log is down: the client retries, nothing is lost
+            log.warning("client publication to %r failed: %s", call.channel, exc)
+            return operations.Rejected(
+                int(ErrorCode.INTERNAL), "the log did not take the publication", True
+            )
+        return Published()
+
+    # ------------------------------------------------------------------ presence
+    def options_for(self, channel: str) -> ChannelOptions | None:
+        """The options of ``channel``'s namespace; None for an invalid name or unknown one."""
+        return self._options_for_name(channel)
+
+    def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
+        options = self._options_for_name(channel)
+        if options is None or not (options.presence or options.join_leave):
+            return
+        self._tracked.setdefault(channel, {})[sub] = info
+        if push_join_leave and options.join_leave:
+            self._listeners.setdefault(channel, {})[sub] = None
+        if self.presence_view.add_local(channel, info):
+            self._announce(Change("join", channel, info))
+
+    def _untrack(self, sub: Subscriber, channel: str) -> None:
+        tracked = self._tracked.get(channel)
+        info = tracked.pop(sub, None) if tracked is not None else None
+        if info is None:
+            return
+        if not tracked:
+            del self._tracked[channel]
+        listeners = self._listeners.get(channel)
+        if listeners is not None:
+            listeners.pop(sub, None)
+            if not listeners:
+                del self._listeners[channel]
+        if self.presence_view.remove_local(channel, info.client) is not None:
+            self._announce(Change("leave", channel, info))
+
+    def _announce(self, change: Change) -> None:
+        """A local join or leave: to the other workers now, to local subscribers after the
+        current command's replies (a joiner's own subscribe reply must come first)."""
+        if self.control is not None:
+            self.control.announce(change.kind, change.channel, change.info)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous test): nothing to wait for
+            self._push_changes([change])
+            return
+        if not self._local_changes:
+            loop.call_soon(self._push_local_changes)
+        self._local_changes.append(change)
+
+    def _push_local_changes(self) -> None:
+        changes, self._local_changes = self._local_changes, []
+        self._push_changes(changes)
+
+    def _push_changes(self, changes: Sequence[Change]) -> None:
+        """Pushes ``join``/``leave`` to the local subscribers that get them."""
+        for change in changes:
+            listeners = self._listeners.get(change.channel)
+            if not listeners:
+                continue
+            options = self._options_for_name(change.channel)
+            if options is None or not options.join_leave:
+                continue
+            body = b'{"info":%b}' % change.info.to_json()
+            event = ChannelEvent(change.channel, change.kind, body)
+            for sub in listeners:
+                sub.deliver_event(event)
+            self.metrics.pushes.inc(len(listeners))
+
+    def on_control(self, message: ControlMessage) -> None:
+        """A message of another worker: merged into the view, its changes pushed."""
+        self._push_changes(self.presence_view.apply(message, self.monotonic()))
+
+    def expire_presence(self) -> None:
+        """Forgets the workers silent for ``cluster.presence_ttl``: their clients leave."""
+        self._push_changes(self.presence_view.expire(self.monotonic()))
+
+    def presence(self, channel: str) -> Mapping[str, ClientInfo]:
+        """The subscribers of ``channel`` in the cluster: client id -> info."""
+        return self.presence_view.members(channel)
+
+    def presence_stats(self, channel: str) -> tuple[int, int]:
+        """``(num_clients, num_users)`` of ``channel`` in the cluster."""
+        return self.presence_view.stats(channel)
 
     # ------------------------------------------------------------------ session host
     def _options_for_name(self, channel: str) -> ChannelOptions | None:
@@ -375,6 +520,7 @@ class Node:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
+        self._untrack(sub, channel)
         self.metrics.subscriptions.set(self.hub.subscriptions)
 
     def read_history(
@@ -402,7 +548,10 @@ class Node:
         return self.proxy.enabled(event, method)
 
     async def perform(self, operation: Operation, peer: Peer) -> Outcome:
-        """Performs an operation a session handed over (see tidings.protocol.operations)."""
+        """Performs an operation a session handed over (see tidings.protocol.operations):
+        a client publication goes to the log, the rest to the application's backend."""
+        if isinstance(operation, PublishCall):
+            return await self._append_publication(operation)
         return await self.proxy.perform(operation, peer)
 
     # ------------------------------------------------------------------ server commands

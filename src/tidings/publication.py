@@ -7,7 +7,7 @@ import orjson
 from tidings.protocol import eventstream
 from tidings.protocol.wsframes import Opcode, encode_frame
 
-__all__ = ["Publication"]
+__all__ = ["ChannelEvent", "Publication"]
 
 
 class Publication:
@@ -18,6 +18,7 @@ class Publication:
         offset: the log position of the event (the same for every channel it went to).
         data: compact JSON of the payload.
         timestamp: seconds since the Unix epoch when the log took the event.
+        info: compact JSON of the publisher's ClientInfo (client publications), or None.
     """
 
     __slots__ = (
@@ -33,15 +34,19 @@ class Publication:
         "_uni_frame",
         "channel",
         "data",
+        "info",
         "offset",
         "timestamp",
     )
 
-    def __init__(self, channel: str, offset: int, data: bytes, timestamp: float) -> None:
+    def __init__(
+        self, channel: str, offset: int, data: bytes, timestamp: float, info: bytes | None = None
+    ) -> None:
         self.channel = channel
         self.offset = offset
         self.data = data
         self.timestamp = timestamp
+        self.info = info
         self._pub: bytes | None = None
         self._push: bytes | None = None
         self._push_frame: bytes | None = None
@@ -57,7 +62,14 @@ class Publication:
     def pub(self) -> bytes:
         """``{"data":…,"offset":N}``: the Publication object of the protocol."""
         if self._pub is None:
-            self._pub = b'{"data":%b,"offset":%d}' % (self.data, self.offset)
+            if self.info is None:
+                self._pub = b'{"data":%b,"offset":%d}' % (self.data, self.offset)
+            else:
+                self._pub = b'{"data":%b,"offset":%d,"info":%b}' % (
+                    self.data,
+                    self.offset,
+                    self.info,
+                )
         return self._pub
 
     @property
@@ -128,3 +140,45 @@ class Publication:
 
     def __repr__(self) -> str:
         return f"Publication({self.channel!r}, offset={self.offset})"
+
+
+class ChannelEvent:
+    """A push on a channel that is not a publication: ``join`` or ``leave``.
+
+    Like a publication it is encoded once per wire format and shared by every recipient.
+
+    Attributes:
+        channel: the channel.
+        kind: the push's key (``join``, ``leave``).
+        body: compact JSON of the push's value (``{"info":{…}}``).
+    """
+
+    __slots__ = ("_push", "_uni", "body", "channel", "kind")
+
+    def __init__(self, channel: str, kind: str, body: bytes) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.body = body
+        self._push: bytes | None = None
+        self._uni: bytes | None = None
+
+    @property
+    def uni(self) -> bytes:
+        """The unidirectional push: ``{"channel":…,"join":…}``."""
+        if self._uni is None:
+            self._uni = b'{"channel":%b,"%b":%b}' % (
+                orjson.dumps(self.channel),
+                self.kind.encode(),
+                self.body,
+            )
+        return self._uni
+
+    @property
+    def push(self) -> bytes:
+        """The bidirectional push: ``{"push":{"channel":…,"join":…}}``."""
+        if self._push is None:
+            self._push = b'{"push":%b}' % self.uni
+        return self._push
+
+    def __repr__(self) -> str:
+        return f"ChannelEvent({self.channel!r}, {self.kind!r})"

@@ -25,11 +25,13 @@ import orjson
 
 from tidings.channels import channel_problem
 from tidings.errors import ConfigError
+from tidings.presence import ClientInfo
 from tidings.record import Record
 from tidings.topic import topic_matches
 
 __all__ = [
     "CHANNEL_HEADER",
+    "INFO_HEADER",
     "Rejected",
     "Routed",
     "Router",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 CHANNEL_HEADER = "x-tidings-channel"
+#: The publisher's ClientInfo (JSON) of a client publication; it becomes the ``info`` of
+#: the Publication. Only an object with a string ``user`` and a ``client`` is taken.
+INFO_HEADER = "x-tidings-info"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _RULE_KEYS = {"match", "headers", "channels", "data", "format"}
 
@@ -50,6 +55,8 @@ class Routed:
 
     channels: tuple[str, ...]
     data: bytes
+    #: Compact JSON of the publisher's ClientInfo (from ``x-tidings-info``), or None.
+    info: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +269,7 @@ class Router:
                 data = orjson.dumps(value)
             else:
                 data = record.body  # valid JSON (just parsed) on one line: sent as it came
-        return Routed(tuple(dict.fromkeys(channels)), data)
+        return Routed(tuple(dict.fromkeys(channels)), data, _info(record))
 
     @staticmethod
     def _applies(rule: Rule, record: Record) -> bool:
@@ -273,6 +280,18 @@ class Router:
             if value is None or _header_text(value) != expected:
                 return False
         return True
+
+
+def _info(record: Record) -> bytes | None:
+    """The publisher's info of a client publication; a malformed one is dropped, not the
+    event (the data is still good)."""
+    value = record.headers.get(INFO_HEADER)
+    if value is None:
+        return None
+    try:
+        return ClientInfo.from_obj(orjson.loads(_header_text(value))).to_json()
+    except (orjson.JSONDecodeError, ValueError):
+        return None
 
 
 def _fill(template: str, record: Record, body: Any) -> str:

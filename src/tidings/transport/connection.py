@@ -27,7 +27,7 @@ from tidings.flusher import Flusher
 from tidings.metrics import Metrics
 from tidings.protocol.operations import INTERNAL, Operation, Outcome, Peer
 from tidings.protocol.session import Session
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.timers import TimerQueue
 
 __all__ = ["Connection", "Framing", "WriterHost"]
@@ -63,6 +63,9 @@ class Framing(Protocol):
 
     def batch(self, lines: list[bytes]) -> bytes:
         """Several lines as bytes for the socket."""
+
+    def event(self, event: ChannelEvent) -> bytes:
+        """The push message of a join/leave ``event``, as one line of a batch."""
 
 
 class Connection(abc.ABC):
@@ -126,6 +129,15 @@ class Connection(abc.ABC):
         else:
             self._single = None
         self._pending.append(framing.line(pub))
+
+    def deliver_event(self, event: ChannelEvent) -> None:
+        """Queues a join/leave push; the host's flusher writes it at the end of the loop turn."""
+        if self.closing:
+            return
+        if not self._pending:
+            self.host.flusher.mark_dirty(self)
+        self._single = None
+        self._pending.append(self._framing.event(event))
 
     def flush(self) -> None:
         """Writes everything queued in one write."""

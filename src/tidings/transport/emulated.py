@@ -40,7 +40,7 @@ from tidings.protocol.eventstream import chunk, event
 from tidings.protocol.handshake import Refusal
 from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SessionState
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.transport.connection import Framing
 from tidings.transport.cors import cors_headers, preflight
 from tidings.transport.emulation import EMULATION, Emulation, read_limited
@@ -71,6 +71,9 @@ class _LineFraming:
     def batch(self, lines: list[bytes]) -> bytes:
         body = b"\n".join(lines) + b"\n"
         return chunk(body) if self._chunked else body
+
+    def event(self, event: ChannelEvent) -> bytes:
+        return event.push
 
 
 class _EventFraming(_LineFraming):

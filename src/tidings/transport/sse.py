@@ -58,12 +58,13 @@ from tidings.channels import ChannelName
 from tidings.codes import DisconnectCode, close_reason, reconnects
 from tidings.config import ChannelOptions
 from tidings.node import Node
+from tidings.presence import ClientInfo
 from tidings.protocol import eventstream
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SubscribeOutcome
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.transport.connection import WriterHost
 from tidings.transport.cors import cors_headers, preflight
@@ -163,6 +164,10 @@ class _SseFraming:
         body = b"".join(lines)
         return eventstream.chunk(body) if self._chunked else body
 
+    def event(self, event: ChannelEvent) -> bytes:
+        # No id: a join or leave has no position of its own to resume from.
+        return eventstream.event(event.uni)
+
 
 @dataclasses.dataclass(slots=True)
 class _Subscribed:
@@ -230,6 +235,12 @@ class _StreamHost:
 
     def proxies(self, event: str, method: str | None = None) -> bool:
         return self._node.proxies(event, method)
+
+    def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
+        self._node.track(sub, channel, info, push_join_leave)
+
+    def presence(self, channel: str) -> Mapping[str, ClientInfo]:
+        return self._node.presence(channel)
 
     def opening_events(self, connect_push: bytes) -> list[bytes]:
         """The connect event, the replayed publications in order, then one gap event per

@@ -47,7 +47,7 @@ from tidings.protocol.wsframes import (
     close_frame,
     encode_frame,
 )
-from tidings.publication import Publication
+from tidings.publication import ChannelEvent, Publication
 from tidings.transport.connection import Connection, WriterHost
 from tidings.transport.gate import as_response, peer_ip, refuse_early
 
@@ -106,6 +106,9 @@ class _PushFraming:
     def batch(self, lines: list[bytes]) -> bytes:
         return encode_frame(_TEXT, b"\n".join(lines))
 
+    def event(self, event: ChannelEvent) -> bytes:
+        return event.push
+
 
 class _UniFraming(_PushFraming):
     """Push-only pushes, bare ``{"channel":…,"pub":…}``, newline-joined in one text frame."""
@@ -117,6 +120,9 @@ class _UniFraming(_PushFraming):
 
     def single(self, pub: Publication) -> bytes:
         return pub.uni_frame
+
+    def event(self, event: ChannelEvent) -> bytes:
+        return event.uni
 
 
 class WebSocketConnection(Connection, asyncio.Protocol):
