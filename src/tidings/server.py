@@ -30,14 +30,14 @@ from tidings.appkeys import NODE
 from tidings.config import Settings
 from tidings.demo import add_demo_routes
 from tidings.log.base import Log
-from tidings.node import Node
+from tidings.node import ControlPlane, Node
 from tidings.transport.emulated import add_emulated_routes
 from tidings.transport.emulation import Emulation, add_emulation_route, new_worker_id
 from tidings.transport.front import start_site
 from tidings.transport.sse import add_sse_routes
 from tidings.transport.websocket import add_websocket_routes
 
-__all__ = ["create_app", "make_log", "run"]
+__all__ = ["create_app", "make_control", "make_log", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,24 @@ def make_log(settings: Settings, name: str = "") -> Log:
     )
 
 
+def make_control(settings: Settings, name: str = "") -> ControlPlane | None:
+    """The control plane (presence between workers) when RabbitMQ is configured; without
+    it presence is this process's own."""
+    if not settings.amqp.url:
+        return None
+    from tidings.control import RabbitMqControl
+
+    return RabbitMqControl(settings.amqp, settings.cluster, f"tidings {name or os.getpid()}")
+
+
 def create_app(settings: Settings, event_log: Log | None = None, name: str = "") -> web.Application:
     """The whole HTTP surface of a node on one application (one port)."""
-    node = Node(settings, event_log or make_log(settings, name), name=name)
+    node = Node(
+        settings,
+        event_log or make_log(settings, name),
+        name=name,
+        control=make_control(settings, name),
+    )
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node
     add_websocket_routes(app)

@@ -1,0 +1,214 @@
+"""The control plane: presence between workers and nodes, over RabbitMQ alone.
+
+Every worker declares the fanout exchange ``cluster.control_exchange`` (by default
+``<amqp.exchange>.control``; not durable, deleted with its last binding) and binds one
+exclusive, auto-delete queue of its own to it. On it go the messages of
+:mod:`tidings.presence`: a ``join``/``leave`` as each local subscription starts or ends, a
+``snapshot`` of the worker's whole presence set every ``cluster.heartbeat_interval`` (its
+heartbeat), a ``hello`` when it starts or reconnects (every other worker answers with a
+snapshot straight to its queue, so it need not wait a heartbeat) and a ``bye`` when it
+stops. Each worker merges what the others send and, after each heartbeat, expires the
+workers it has not heard from for ``cluster.presence_ttl``.
+
+Bounds, with the defaults (heartbeat 5 s, TTL 15 s): a join or leave reaches every other
+worker after one broker hop (milliseconds), or with the next heartbeat when it was lost
+to a reconnection (5 s); the clients of a worker that died leave everyone's presence
+within TTL + one heartbeat (20 s). Messages wait in a queue at most the TTL (a message
+TTL on the queue): a worker that fell behind skips to the next snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from tidings.config import AmqpSettings, ClusterSettings
+from tidings.log.amqp import connect
+from tidings.node import Node
+from tidings.presence import (
+    Bye,
+    ClientInfo,
+    ControlMessage,
+    Delta,
+    Hello,
+    Snapshot,
+    decode_message,
+    encode_message,
+)
+
+__all__ = ["RabbitMqControl", "control_exchange_name"]
+
+log = logging.getLogger(__name__)
+
+#: Outgoing messages waiting for the broker beyond which new deltas are dropped (the next
+#: snapshot carries them): a broker that stopped reading must not grow memory.
+_MAX_BACKLOG = 10_000
+
+
+def control_exchange_name(amqp: AmqpSettings, cluster: ClusterSettings) -> str:
+    """The control exchange: ``cluster.control_exchange``, or ``<amqp.exchange>.control``."""
+    return cluster.control_exchange or f"{amqp.exchange}.control"
+
+
+class RabbitMqControl:
+    """One worker's end of the control plane (implements :class:`tidings.node.ControlPlane`).
+
+    Args:
+        amqp: the broker settings (the same broker and credentials as the log).
+        cluster: exchange name, heartbeat interval and TTL.
+        connection_name: shown by RabbitMQ for this connection.
+    """
+
+    def __init__(self, amqp: AmqpSettings, cluster: ClusterSettings, connection_name: str) -> None:
+        self._amqp = amqp
+        self._cluster = cluster
+        self._connection_name = connection_name
+        #: Unique per process start: a restarted worker is a new member, never the old one.
+        self.worker = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self._seq = 0
+        self._node: Node | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._queue: AbstractQueue | None = None
+        # (message, routing key of a direct reply or None for the exchange)
+        self._outbox: asyncio.Queue[tuple[ControlMessage, str | None]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def queue_name(self) -> str:
+        """This worker's queue."""
+        return f"tidings.control.{self.worker}"
+
+    async def start(self, node: Node) -> None:
+        """Declares the exchange and this worker's queue, says hello, starts heartbeats."""
+        self._node = node
+        connection = await connect(
+            self._amqp,
+            connect_timeout=5.0,
+            reconnect_interval=self._amqp.reconnect_interval,
+            name=f"{self._connection_name} control",
+            logger=log,
+        )
+        self._connection = connection
+        # No publisher confirms: a lost control message is repaired by the next snapshot,
+        # and waiting for each confirm would put a broker round trip behind every join.
+        channel = await connection.channel(publisher_confirms=False)
+        self._channel = channel
+        self._exchange = await channel.declare_exchange(
+            control_exchange_name(self._amqp, self._cluster),
+            aio_pika.ExchangeType.FANOUT,
+            durable=False,
+            auto_delete=True,
+        )
+        queue = await channel.declare_queue(
+            self.queue_name,
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-message-ttl": int(self._cluster.presence_ttl * 1000)},
+        )
+        self._queue = queue
+        await queue.bind(self._exchange)
+        await queue.consume(self._on_message, no_ack=True)
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._heartbeats())]
+        self._send(Hello(self.worker))
+        log.info("control plane: worker %s on %s", self.worker, self._exchange.name)
+
+    def announce(self, kind: str, channel: str, info: ClientInfo) -> None:
+        if self._outbox.qsize() >= _MAX_BACKLOG:
+            return
+        self._send(Delta(self.worker, self._next_seq(), kind, channel, info))
+
+    async def close(self) -> None:
+        """Sends ``bye`` (so the others forget this worker at once) and disconnects."""
+        if self._connection is None:
+            return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._exchange is not None and not self._connection.is_closed:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._publish(Bye(self.worker), None)
+            except Exception as exc:  # stopping anyway: the TTL covers a lost bye
+                log.debug("control plane: bye not sent: %s", exc)
+        await self._connection.close()
+        self._connection = None
+
+    # ------------------------------------------------------------------ sending
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _snapshot(self) -> Snapshot:
+        assert self._node is not None
+        return Snapshot(self.worker, self._next_seq(), self._node.presence_view.local_channels())
+
+    def _send(self, message: ControlMessage, reply_to: str | None = None) -> None:
+        self._outbox.put_nowait((message, reply_to))
+
+    async def _send_loop(self) -> None:
+        """Publishes the outbox in order (the order the sequence numbers promise)."""
+        while True:
+            message, reply_to = await self._outbox.get()
+            try:
+                await self._publish(message, reply_to)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnecting: the next snapshot repairs what is lost
+                log.debug("control plane: %s not sent: %s", type(message).__name__, exc)
+
+    async def _publish(self, message: ControlMessage, reply_to: str | None) -> None:
+        assert self._channel is not None and self._exchange is not None
+        body = aio_pika.Message(
+            encode_message(message),
+            content_type="application/json",
+            expiration=self._cluster.presence_ttl,
+            reply_to=self.queue_name,
+        )
+        if reply_to is None:
+            await self._exchange.publish(body, routing_key="")
+        else:
+            await self._channel.default_exchange.publish(body, routing_key=reply_to)
+
+    async def _heartbeats(self) -> None:
+        assert self._node is not None
+        while True:
+            await asyncio.sleep(self._cluster.heartbeat_interval)
+            self._send(self._snapshot())
+            self._node.expire_presence()
+
+    def _on_reconnect(self, *args: Any) -> None:
+        # Messages were lost meanwhile, both ways: ask everyone for their state again.
+        log.info("control plane reconnected; asking the other workers for their state")
+        self._send(Hello(self.worker))
+        self._send(self._snapshot())
+
+    # ------------------------------------------------------------------ receiving
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            decoded = decode_message(message.body)
+        except ValueError as exc:
+            log.warning("control plane: message ignored: %s", exc)
+            return
+        if decoded.worker == self.worker:
+            return  # the fanout hands a worker its own messages too
+        if isinstance(decoded, Hello) and message.reply_to:
+            self._send(self._snapshot(), message.reply_to)
+        assert self._node is not None
+        self._node.on_control(decoded)
