@@ -280,16 +280,26 @@ async def _command(node: Node, kind: str, **fields: Any) -> None:
 
 
 # ---------------------------------------------------------------------- presence
+def _presence_channel(node: Node, body: dict[str, Any]) -> str:
+    """The ``channel`` of a presence request: 107/102 as :func:`_channel`, 108 when its
+    namespace keeps no presence."""
+    channel = _string(body, "channel", required=True)
+    if not _channel(node, channel).presence:
+        raise ApiError(ErrorCode.NOT_AVAILABLE, "presence is off in this namespace")
+    return channel
+
+
 async def presence(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    """Who is subscribed to ``channel``: not offered by this version (108)."""
-    _channel(node, _string(body, "channel", required=True))
-    raise ApiError(ErrorCode.NOT_AVAILABLE, "presence is not available")
+    """Who is subscribed to ``channel`` anywhere in the cluster: ``{"presence": {client_id:
+    {"user", "client", "conn_info"?, "chan_info"?}}}``, from the node's cluster view."""
+    members = node.presence(_presence_channel(node, body))
+    return {"presence": {cid: info.to_obj() for cid, info in members.items()}}
 
 
 async def presence_stats(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    """How many clients and users are subscribed to ``channel``: not offered (108)."""
-    _channel(node, _string(body, "channel", required=True))
-    raise ApiError(ErrorCode.NOT_AVAILABLE, "presence is not available")
+    """How many clients and distinct users are subscribed to ``channel`` in the cluster."""
+    clients, users = node.presence_stats(_presence_channel(node, body))
+    return {"num_clients": clients, "num_users": users}
 
 
 # ---------------------------------------------------------------------- history

@@ -165,8 +165,10 @@ async def test_bodies_that_are_not_json_objects_are_400(
         ("disconnect", b'{"user": "u", "disconnect": {"code": 1}}', 107, "disconnect.code"),
         ("disconnect", b'{"user": "u", "disconnect": {"reason": "{}"}}', 107, "plain text"),
         ("refresh", b'{"user": "u", "expire_at": -1}', 107, "expire_at"),
-        ("presence", b'{"channel": "a"}', 108, "presence is not available"),
-        ("presence_stats", b'{"channel": "a"}', 108, "presence is not available"),
+        ("presence", b'{"channel": "a"}', 108, "presence is off in this namespace"),
+        ("presence_stats", b'{"channel": "a"}', 108, "presence is off in this namespace"),
+        ("presence", b'{"channel": "nowhere:a"}', 102, "unknown namespace"),
+        ("presence_stats", b"{}", 107, "field 'channel' is required"),
     ],
 )
 async def test_bad_requests_answer_the_documented_error(
