@@ -12,6 +12,7 @@ from tidings.codes import ErrorCode
 from tidings.config import NamespaceSettings
 from tidings.presence import ClientInfo
 from tidings.protocol.operations import INTERNAL, PublishCall, Published, Rejected
+from tidings.protocol.session import MAX_OPERATIONS_IN_FLIGHT
 
 NAMESPACES = [
     # presence for subscribers, join/leave on request
@@ -257,3 +258,17 @@ class TestPublish:
             {"id": 4, "error": err(ErrorCode.BAD_REQUEST, "data is required")},
         ]
         assert publishes(alice) == []
+
+    def test_publications_waiting_for_the_log_are_bounded(self, host: FakeHost) -> None:
+        alice = connected(host)
+        publish = {"publish": {"channel": "lobby:1", "data": 1}}
+        for cid in range(MAX_OPERATIONS_IN_FLIGHT):
+            assert alice.send({"id": 10 + cid, **publish}) == []
+        (over,) = alice.send({"id": 9, **publish})
+        message = "too many calls in flight"
+        assert over["error"] == {"code": 111, "message": message, "temporary": True}
+        calls = publishes(alice)
+        assert len(calls) == MAX_OPERATIONS_IN_FLIGHT
+        alice.session.complete(calls[0], Published(), T0)
+        assert alice.send({"id": 8, **publish}) == [{"id": 10, "publish": {}}]
+        assert len(publishes(alice)) == 1
