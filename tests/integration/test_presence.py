@@ -3,12 +3,14 @@ exactly, the order of replies and pushes, the size limit and the server API."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.integration.conftest import ServerFactory
-from tests.integration.live import LiveServer, WsClient, connected
+from tests.integration.live import LiveServer, WsClient, connected, open_ws, scaled, token
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,11 @@ presence = true
 join_leave = true
 allow_presence_for_subscriber = true
 allow_publish_for_subscriber = true
+
+[[namespaces]]
+name = "lobby"
+join_leave = true
+force_push_join_leave = true
 """
 
 
@@ -92,3 +99,26 @@ async def test_presence_through_the_server_api(server: LiveServer) -> None:
     status, body = await server.api("presence", {"channel": "news"})
     assert (status, body["error"]["code"]) == (200, 108)
     assert len(clients) == 2
+
+
+async def test_push_only_clients_get_forced_joins_without_an_id(server: LiveServer) -> None:
+    uni = await open_ws(server, "/connection/uni_websocket")
+    await uni.ws.send_str(orjson.dumps({"token": token("carol", channels=["lobby:1"])}).decode())
+    assert "connect" in await uni.message()
+    carol_join = await uni.message()
+    assert carol_join["channel"] == "lobby:1" and carol_join["join"]["info"]["user"] == "carol"
+    async with server.http.get(
+        f"{server.url}/events", params={"token": token("dave", channels=["lobby:1"])}
+    ) as stream:
+        # dave's own connect event, then his join, as a data line without an id.
+        seen: list[bytes] = []
+        while not any(b'"join"' in line and b"dave" in line for line in seen):
+            seen.append(await asyncio.wait_for(stream.content.readline(), scaled(2)))
+        (join,) = [line for line in seen if b'"join"' in line]
+        assert join.startswith(b"data: {")
+        assert orjson.loads(join[len(b"data: ") :])["join"]["info"]["user"] == "dave"
+        assert not any(line.startswith(b"id:") and b"join" in line for line in seen)
+        # ... and carol, on the uni WebSocket, learns that dave joined.
+        dave_join = await uni.message()
+        assert dave_join["join"]["info"]["user"] == "dave"
+    assert (await uni.message())["leave"]["info"]["user"] == "dave"
