@@ -290,7 +290,7 @@ async def test_metrics_count_command_errors_by_code(server: LiveServer) -> None:
     await client.send(
         {"id": 2, "subscribe": {"channel": "nope:x"}},
         {"id": 3, "subscribe": {"channel": "$private"}},
-        {"id": 4, "publish": {"channel": "a", "data": 1}},
+        {"id": 4, "presence": {"channel": "a"}},  # presence is off at the top level
     )
     assert [r["error"]["code"] for r in await client.frame()] == [102, 103, 108]
     metrics = await server.metrics()

@@ -105,7 +105,10 @@ async def test_unsubscribe_stops_publications(server: LiveServer) -> None:
         ({"subscribe": {"channel": "inbox#bob"}}, {"code": 103, "message": "permission denied"}),
         ({"subscribe": {"channel": "news"}}, {"code": 105, "message": "already subscribed"}),
         ({"subscribe": {}}, {"code": 107, "message": "channel is required"}),
-        ({"publish": {"channel": "news", "data": {}}}, {"code": 108, "message": "not available"}),
+        (
+            {"publish": {"channel": "news", "data": 1}},
+            {"code": 103, "message": "permission denied"},
+        ),
         # History is on for "news" (the defaults) but no namespace option lets clients read it.
         ({"history": {"channel": "news"}}, {"code": 103, "message": "permission denied"}),
         ({"rpc": {"method": "x"}}, {"code": 108, "message": "not available"}),

@@ -107,12 +107,12 @@ async def test_api_shaped_messages_over_the_websocket_do_nothing(
         {"id": 8, "broadcast": {"channels": ["news"], "data": {"injected": True}}},
     ]:
         await client.ws.send_str(orjson.dumps(shape).decode())
-    # The protocol's own publish command is not offered (108).
+    # The protocol's own publish command is refused where the namespace does not allow it.
     await client.send({"id": 9, "publish": {"channel": "news", "data": {"injected": True}}})
     replies = []
     while not any(r.get("id") == 9 for r in replies):
         replies += await client.frame(timeout=3)
-    assert {"id": 9, "error": {"code": 108, "message": "not available"}} in replies
+    assert {"id": 9, "error": {"code": 103, "message": "permission denied"}} in replies
     assert await pushes_within(listener, 1) == []
     # The connection is still fine afterwards: nothing above was taken as an API call.
     await api_publish(http, node, "news", {"real": True})
