@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("node", ("tidings.node",)),
     (
         "edges",
-        ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.control"),
+        ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.cluster"),
     ),
     ("process", ("tidings.server", "tidings.cli")),
 )

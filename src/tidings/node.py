@@ -82,7 +82,7 @@ class ClientHandle(Protocol):
 
 
 class ControlPlane(Protocol):
-    """What carries presence between workers and nodes (:mod:`tidings.control`)."""
+    """What carries presence between workers and nodes (:mod:`tidings.cluster`)."""
 
     async def start(self, node: Node) -> None:
         """Connects, announces this worker and starts the heartbeats."""

@@ -2,7 +2,7 @@
 
 Every worker knows its own subscribers exactly (``add_local``/``remove_local``) and keeps
 a view of every other worker's, built from the control messages they send (see
-:mod:`tidings.control`, which carries them over RabbitMQ):
+:mod:`tidings.cluster`, which carries them over RabbitMQ):
 
 - ``join`` / ``leave``: one subscriber more or less, sent as it happens;
 - ``snapshot``: the sender's whole set, sent every ``cluster.heartbeat_interval``; it

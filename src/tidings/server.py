@@ -68,7 +68,7 @@ def make_control(settings: Settings, name: str = "") -> ControlPlane | None:
     it presence is this process's own."""
     if not settings.amqp.url:
         return None
-    from tidings.control import RabbitMqControl
+    from tidings.cluster import RabbitMqControl
 
     return RabbitMqControl(settings.amqp, settings.cluster, f"tidings {name or os.getpid()}")
 

@@ -1,5 +1,5 @@
 """Presence, join/leave and client publish across nodes and workers that share nothing but
-a real RabbitMQ (the control exchange; see tidings.control)."""
+a real RabbitMQ (the control exchange; see tidings.cluster)."""
 
 from __future__ import annotations
 

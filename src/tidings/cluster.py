@@ -1,4 +1,4 @@
-"""The control plane: presence between workers and nodes, over RabbitMQ alone.
+"""The cluster's control plane: presence between workers and nodes, over RabbitMQ alone.
 
 Every worker declares the fanout exchange ``cluster.control_exchange`` (by default
 ``<amqp.exchange>.control``; not durable, deleted with its last binding) and binds one
@@ -36,7 +36,7 @@ from aio_pika.abc import (
 )
 
 from tidings.config import AmqpSettings, ClusterSettings
-from tidings.log.amqp import connect
+from tidings.log.broker import connect
 from tidings.node import Node
 from tidings.presence import (
     Bye,
