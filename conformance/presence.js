@@ -34,7 +34,7 @@ async function main() {
   subA.subscribe();
   a.connect();
   await waitFor(() => subA.state === 'subscribed', 5000, 'A subscribed');
-  const aId = a.history.find((h) => h.event === 'connected').client;
+  const aId = a.states.find((h) => h.event === 'connected').client;
 
   const b = newClient(recordingNetwork(), { token: tokens.b }, 'b');
   const subB = b.newSubscription(room);
@@ -43,7 +43,7 @@ async function main() {
   subB.subscribe();
   b.connect();
   await waitFor(() => subB.state === 'subscribed', 5000, 'B subscribed');
-  const bId = b.history.find((h) => h.event === 'connected').client;
+  const bId = b.states.find((h) => h.event === 'connected').client;
 
   await waitFor(() => joinsA.some((i) => i.client === bId), 5000, "B's join at A");
   const join = joinsA.find((i) => i.client === bId);

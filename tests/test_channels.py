@@ -258,17 +258,19 @@ def test_truth_table_for_a_plain_channel(
 
 
 @pytest.mark.parametrize(
-    ("for_client", "for_subscriber", "for_anonymous", "user", "subscribed", "allowed"),
+    ("for_client", "for_subscriber", "for_anonymous", "user", "subscribed", "could", "allowed"),
     [
-        (False, False, False, "alice", True, False),
-        (True, False, False, "alice", False, True),
-        (True, False, False, "", False, False),
-        (True, False, True, "", False, True),
-        (False, True, False, "alice", False, False),
-        (False, True, False, "alice", True, True),
-        (False, True, False, "", True, False),
-        (False, True, True, "", True, True),
-        (False, True, True, "", False, False),
+        (False, False, False, "alice", True, True, False),
+        (True, False, False, "alice", False, True, True),
+        # for_client covers only channels the client could subscribe to by itself
+        (True, False, False, "alice", False, False, False),
+        (True, False, False, "", False, True, False),
+        (True, False, True, "", False, True, True),
+        (False, True, False, "alice", False, True, False),
+        (False, True, False, "alice", True, False, True),
+        (False, True, False, "", True, True, False),
+        (False, True, True, "", True, True, True),
+        (False, True, True, "", False, True, False),
     ],
 )
 def test_publish_and_presence_permissions(
@@ -277,6 +279,7 @@ def test_publish_and_presence_permissions(
     for_anonymous: bool,
     user: str,
     subscribed: bool,
+    could: bool,
     allowed: bool,
 ) -> None:
     publish = ChannelOptions(
@@ -291,5 +294,5 @@ def test_publish_and_presence_permissions(
         allow_presence_for_anonymous=for_anonymous,
     )
     expected = None if allowed else ErrorCode.PERMISSION_DENIED
-    assert check_publish(publish, user, subscribed) == expected
-    assert check_presence(presence, user, subscribed) == expected
+    assert check_publish(publish, user, subscribed, could) == expected
+    assert check_presence(presence, user, subscribed, could) == expected

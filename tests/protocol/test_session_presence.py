@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakes import T0, Client, FakeHost, settings, token
 from tidings.codes import ErrorCode
-from tidings.config import NamespaceSettings
+from tidings.config import ClientSettings, NamespaceSettings
 from tidings.presence import ClientInfo
 from tidings.protocol.operations import INTERNAL, PublishCall, Published, Rejected
 from tidings.protocol.session import MAX_OPERATIONS_IN_FLIGHT
@@ -272,3 +272,24 @@ class TestPublish:
         alice.session.complete(calls[0], Published(), T0)
         assert alice.send({"id": 8, **publish}) == [{"id": 10, "publish": {}}]
         assert len(publishes(alice)) == 1
+
+
+class TestForClientStopsAtWhatOneCouldSubscribeTo:
+    def test_not_another_users_channel_nor_a_private_one(self, host: FakeHost) -> None:
+        bob = connected(host, "bob")
+        for cid, channel in enumerate(["lobby:inbox#alice", "lobby:$secret"], start=3):
+            out = bob.send({"id": cid, "publish": {"channel": channel, "data": 1}})
+            assert out == [{"id": cid, "error": err(ErrorCode.PERMISSION_DENIED)}]
+            (reply,) = bob.send({"id": cid, "presence": {"channel": channel}})
+            assert reply == {"id": cid, "error": err(ErrorCode.PERMISSION_DENIED)}
+        assert publishes(bob) == []
+        # ... but one's own user channel is fine.
+        alice = connected(host)
+        assert alice.send({"id": 9, "publish": {"channel": "lobby:inbox#alice", "data": 1}}) == []
+
+    def test_insecure_mode_allows_everything(self) -> None:
+        host = FakeHost(settings(namespaces=NAMESPACES, client=ClientSettings(insecure=True)))
+        bob = connected(host, "bob")
+        assert bob.send({"id": 3, "publish": {"channel": "quiet:x", "data": 1}}) == []
+        (reply,) = bob.send({"id": 4, "presence_stats": {"channel": "room:x"}})
+        assert reply == {"id": 4, "presence_stats": {"num_clients": 0, "num_users": 0}}
