@@ -36,6 +36,7 @@ from aio_pika.abc import (
 )
 
 from tidings.config import AmqpSettings, ClusterSettings
+from tidings.log.addresses import AddressRing, follow_ring
 from tidings.log.broker import connect
 from tidings.node import Node
 from tidings.presence import (
@@ -96,8 +97,10 @@ class RabbitMqControl:
     async def start(self, node: Node) -> None:
         """Declares the exchange and this worker's queue, says hello, starts heartbeats."""
         self._node = node
+        ring = AddressRing(self._amqp.addresses)
         connection = await connect(
             self._amqp,
+            ring,
             connect_timeout=5.0,
             reconnect_interval=self._amqp.reconnect_interval,
             name=f"{self._connection_name} control",
@@ -126,6 +129,10 @@ class RabbitMqControl:
         connection.reconnect_callbacks.add(self._on_reconnect)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._heartbeats())]
+        if len(ring) > 1:
+            # Like the log's link: when its node goes away, move on to the next one.
+            interval = self._amqp.reconnect_interval
+            self._tasks.append(loop.create_task(follow_ring(connection, ring, interval)))
         self._send(Hello(self.worker))
         log.info("control plane: worker %s on %s", self.worker, self._exchange.name)
 
