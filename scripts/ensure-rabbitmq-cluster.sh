@@ -18,6 +18,7 @@
 #   bash scripts/ensure-rabbitmq-cluster.sh stop     # stop the three nodes (only them)
 #   bash scripts/ensure-rabbitmq-cluster.sh urls     # the amqp.urls value for tidings
 #   bash scripts/ensure-rabbitmq-cluster.sh ctl 2 stop_app   # rabbitmqctl on node 2
+#   bash scripts/ensure-rabbitmq-cluster.sh reset    # stop, forget all data, start afresh
 set -euo pipefail
 
 BASE=${TIDINGS_CLUSTER_DIR:-/tmp/tidings-rabbitmq-cluster}
@@ -221,10 +222,27 @@ stop_all() {
     done
 }
 
+stop_everything() {
+    # Every node, even one whose application does not start any more (its VM still answers).
+    stop_all
+    for n in "${NODES[@]}"; do
+        local pid_file="$BASE/node$n/pid"
+        if [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+            kill "$(cat "$pid_file")" 2>/dev/null || true
+        fi
+    done
+}
+
 case "${1:-ensure}" in
 stop)
     stop_all
     exit 0
+    ;;
+reset)
+    # For a cluster RabbitMQ cannot bring back by itself (a node whose application fails to
+    # start after a crash): its data, users and streams are lost.
+    stop_everything
+    rm -rf "${BASE:?}/node1" "${BASE:?}/node2" "${BASE:?}/node3"
     ;;
 urls)
     urls
@@ -239,7 +257,7 @@ ctl)
     ;;
 ensure) ;;
 *)
-    echo "usage: $0 [ensure|stop|urls|ctl N COMMAND...]" >&2
+    echo "usage: $0 [ensure|stop|reset|urls|ctl N COMMAND...]" >&2
     exit 2
     ;;
 esac
