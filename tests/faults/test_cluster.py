@@ -15,6 +15,7 @@ protocol.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import json
 import os
@@ -66,9 +67,18 @@ def cluster(*args: str, timeout: float = 180.0) -> str:
 
 
 @pytest.fixture(scope="module")
-def broker_cluster() -> None:
-    """The three nodes up and clustered (started by the script when they are not)."""
-    cluster("ensure", timeout=600)
+def broker_cluster() -> Iterator[None]:
+    """The three nodes up and clustered (started by the script when they are not), and this
+    process alone in stopping them: another test run on the machine waits for the lock."""
+    base = Path(os.environ.get("TIDINGS_CLUSTER_DIR", "/tmp/tidings-rabbitmq-cluster"))
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / "test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            cluster("ensure", timeout=600)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture

@@ -103,7 +103,11 @@ def start_node(
         proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     node = Node(port, proc, log_path)
     if wait_ready:
-        wait_until_ready(node)
+        try:
+            wait_until_ready(node)
+        except BaseException:
+            node.stop()  # never left running behind a failed test
+            raise
     return node
 
 
