@@ -10,6 +10,13 @@ snapshot straight to its queue, so it need not wait a heartbeat) and a ``bye`` w
 stops. Each worker merges what the others send and, after each heartbeat, expires the
 workers it has not heard from for ``cluster.presence_ttl``.
 
+The same queue takes the commands of emulated connections (``transport/emulation.py``)
+posted to another worker than the one holding their session: :meth:`RabbitMqControl.forward`
+publishes each straight to its worker's queue (default exchange, routing key the queue's
+name), *mandatory* and *confirmed* on a channel of its own, so that "no such worker" (it
+stopped, or restarted under a new id) comes back from the broker itself and the post is
+answered 404. They carry session ids, which are capabilities: they are never logged.
+
 Bounds, with the defaults (heartbeat 5 s, TTL 15 s): a join or leave reaches every other
 worker after one broker hop (milliseconds), or with the next heartbeat when it was lost
 to a reconnection (5 s); the clients of a worker that died leave everyone's presence
@@ -27,6 +34,7 @@ import uuid
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -34,6 +42,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 
 from tidings.config import AmqpSettings, ClusterSettings
 from tidings.log.addresses import AddressRing, follow_ring
@@ -49,14 +58,33 @@ from tidings.presence import (
     decode_message,
     encode_message,
 )
+from tidings.protocol.emulation import BadEmulationRequest, EmulationRequest
+from tidings.protocol.emulation import decode_emulation_request as decode_emulation
+from tidings.protocol.emulation import encode as encode_emulation
+from tidings.transport.emulation import Emulation, RelayUnavailable, UnknownWorker
 
-__all__ = ["RabbitMqControl", "control_exchange_name"]
+__all__ = [
+    "EMULATION_TYPE",
+    "FORWARD_TIMEOUT",
+    "RabbitMqControl",
+    "control_exchange_name",
+    "control_queue_name",
+]
 
 log = logging.getLogger(__name__)
 
 #: Outgoing messages waiting for the broker beyond which new deltas are dropped (the next
 #: snapshot carries them): a broker that stopped reading must not grow memory.
 _MAX_BACKLOG = 10_000
+#: The AMQP ``type`` of a forwarded emulation command (presence messages have none).
+EMULATION_TYPE = "tidings.emulation"
+#: Seconds to wait for the broker's confirm of a forwarded emulation command.
+FORWARD_TIMEOUT = 5.0
+
+
+def control_queue_name(worker: str) -> str:
+    """The control queue of ``worker`` (a worker id)."""
+    return f"tidings.control.{worker}"
 
 
 def control_exchange_name(amqp: AmqpSettings, cluster: ClusterSettings) -> str:
@@ -88,11 +116,14 @@ class RabbitMqControl:
         # (message, routing key of a direct reply or None for the exchange)
         self._outbox: asyncio.Queue[tuple[ControlMessage, str | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._confirmed: AbstractChannel | None = None
+        #: Where emulation commands addressed to this worker go (set by the server).
+        self.emulation: Emulation | None = None
 
     @property
     def queue_name(self) -> str:
         """This worker's queue."""
-        return f"tidings.control.{self.worker}"
+        return control_queue_name(self.worker)
 
     async def start(self, node: Node) -> None:
         """Declares the exchange and this worker's queue, says hello, starts heartbeats."""
@@ -111,6 +142,8 @@ class RabbitMqControl:
         # and waiting for each confirm would put a broker round trip behind every join.
         channel = await connection.channel(publisher_confirms=False)
         self._channel = channel
+        # Forwarded commands need to know they reached a queue: confirms, on their own.
+        self._confirmed = await connection.channel(publisher_confirms=True)
         self._exchange = await channel.declare_exchange(
             control_exchange_name(self._amqp, self._cluster),
             aio_pika.ExchangeType.FANOUT,
@@ -154,6 +187,7 @@ class RabbitMqControl:
                     await self._publish(Bye(self.worker), None)
             except Exception as exc:  # stopping anyway: the TTL covers a lost bye
                 log.debug("control plane: bye not sent: %s", exc)
+        self._confirmed = None
         await self._connection.close()
         self._connection = None
 
@@ -206,8 +240,40 @@ class RabbitMqControl:
         self._send(Hello(self.worker))
         self._send(self._snapshot())
 
+    async def forward(self, request: EmulationRequest) -> None:
+        """Hands an emulation command to the worker ``request.node`` names (the
+        :class:`~tidings.transport.emulation.Relay` of this worker).
+
+        Raises:
+            UnknownWorker: the broker returned it: no worker has that id.
+            RelayUnavailable: not connected, or no confirm in time.
+        """
+        channel = self._confirmed
+        if channel is None:
+            raise RelayUnavailable("the control plane is not connected")
+        message = aio_pika.Message(
+            encode_emulation(request),
+            content_type="application/json",
+            type=EMULATION_TYPE,
+            expiration=self._cluster.presence_ttl,
+        )
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT):
+                result: Any = await channel.default_exchange.publish(
+                    message, routing_key=control_queue_name(request.node), mandatory=True
+                )
+        except TimeoutError:
+            raise RelayUnavailable(f"no confirm within {FORWARD_TIMEOUT:g}s") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise RelayUnavailable(f"RabbitMQ: {type(exc).__name__}") from None
+        if isinstance(result, DeliveredMessage):  # returned: routed to no queue
+            raise UnknownWorker(request.node)
+
     # ------------------------------------------------------------------ receiving
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if message.type == EMULATION_TYPE:
+            self._on_emulation(message.body)
+            return
         try:
             decoded = decode_message(message.body)
         except ValueError as exc:
@@ -219,3 +285,15 @@ class RabbitMqControl:
             self._send(self._snapshot(), message.reply_to)
         assert self._node is not None
         self._node.on_control(decoded)
+
+    def _on_emulation(self, body: bytes) -> None:
+        emulation = self.emulation
+        if emulation is None:
+            return
+        assert self._node is not None
+        try:
+            request = decode_emulation(body, self._node.settings.client.max_frame_bytes)
+        except BadEmulationRequest as exc:
+            log.warning("control plane: emulation command ignored: %s", exc)
+            return
+        emulation.deliver(request.session, request.data)

@@ -73,39 +73,35 @@ def make_control(settings: Settings, name: str = "") -> ControlPlane | None:
     return RabbitMqControl(settings.amqp, settings.cluster, f"tidings {name or os.getpid()}")
 
 
+def _emulation(node: Node, control: ControlPlane | None) -> Emulation:
+    """This worker's emulated sessions; with the control plane, posts for another worker
+    are forwarded through it, addressed by its worker id."""
+    if control is not None:
+        from tidings.cluster import RabbitMqControl  # aio-pika, only with RabbitMQ
+
+        if isinstance(control, RabbitMqControl):
+            emulation = Emulation(control.worker)
+            emulation.relay = control
+            control.emulation = emulation
+            return emulation
+    return Emulation(new_worker_id(node.name))
+
+
 def create_app(settings: Settings, event_log: Log | None = None, name: str = "") -> web.Application:
     """The whole HTTP surface of a node on one application (one port)."""
-    node = Node(
-        settings,
-        event_log or make_log(settings, name),
-        name=name,
-        control=make_control(settings, name),
-    )
+    control = make_control(settings, name)
+    node = Node(settings, event_log or make_log(settings, name), name=name, control=control)
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node
     add_websocket_routes(app)
     add_sse_routes(app)
-    emulation = Emulation(new_worker_id(node.name))
     add_emulated_routes(app)
-    add_emulation_route(app, emulation)
+    add_emulation_route(app, _emulation(node, control))
     add_demo_routes(app, settings)
     add_routes(app)
-    relay = None
-    if settings.amqp.url:
-        from tidings.transport.relay import RabbitMqRelay
-
-        relay = RabbitMqRelay(
-            settings.amqp,
-            emulation,
-            max_frame_bytes=settings.client.max_frame_bytes,
-            connection_name=f"tidings {name or os.getpid()}",
-        )
-        emulation.relay = relay
 
     async def start(app: web.Application) -> None:
         await node.start()
-        if relay is not None:
-            await relay.start()
 
     # aiohttp's runner.cleanup() calls these in order: drain (on_shutdown); then aiohttp
     # closes its idle connections and waits for its requests in progress (event streams);
@@ -124,8 +120,6 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
                 await node.wait_closed()
         except TimeoutError:
             log.warning("%d connections still open after server.shutdown_timeout", len(node.live))
-        if relay is not None:
-            await relay.close()
         await node.stop()
 
     app.on_startup.append(start)

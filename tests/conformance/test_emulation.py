@@ -87,4 +87,4 @@ def test_commands_posted_to_another_node_reach_the_session(
             assert a.stop() == 0, a.log()
             assert b.stop() == 0, b.log()
     finally:
-        delete_amqp([exchange, f"{exchange}.emulation"], [stream])
+        delete_amqp([exchange], [stream])

@@ -5,7 +5,7 @@ posts every later command here. The post may reach any worker of any node (a loa
 balancer spreads requests, ``SO_REUSEPORT`` spreads them among a node's workers), so it
 names the worker holding the session (``node``, from the connect result). A post for this
 worker is handed to the session at once; one for another worker goes through the
-:class:`Relay` (RabbitMQ, ``transport/relay.py``), addressed by that worker's id.
+:class:`Relay` (RabbitMQ's control plane, ``cluster.py``), addressed by that worker's id.
 
 Answers, as the ``centrifuge`` SDK reads them:
 

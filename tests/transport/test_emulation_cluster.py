@@ -1,5 +1,5 @@
-"""Emulation posts that land on another worker or node reach the session, through the
-relay on the real RabbitMQ (``transport/relay.py``)."""
+"""Emulation posts that land on another worker or node reach the session, forwarded
+through the control plane (``cluster.py``) on the real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.system.harness import AMQP_URL, SECRET, TIME_SCALE, delete_amqp, node
 from tests.transport.test_emulated import Stream, connected
 from tidings.auth import mint_token
 from tidings.transport.emulation import EMULATION
-from tidings.transport.relay import relay_exchange_name
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
@@ -68,9 +67,9 @@ async def test_a_relay_without_its_broker_answers_503(
 ) -> None:
     a, b = await serve(amqp), await serve(amqp)
     stream, _ = await connected(a, "http_stream")
-    relay = b.app[EMULATION].relay
-    assert relay is not None
-    await relay.close()  # type: ignore[attr-defined]
+    control = b.node.control
+    assert control is not None and b.app[EMULATION].relay is control
+    await control.close()
     assert await post(b.http, b.url, stream, {"id": 2, "ping": {}}) == 503
 
 
@@ -111,10 +110,5 @@ async def test_posts_spread_over_two_workers_all_reach_the_session(tmp_path: Pat
                 assert replied == set(range(2, 22))
                 response.close()
     finally:
-        delete_amqp([exchange, f"{exchange}.emulation"], [stream_name])
+        delete_amqp([exchange], [stream_name])
 
-
-def test_the_relay_exchange_is_named_after_the_events_exchange() -> None:
-    from tidings.config import AmqpSettings
-
-    assert relay_exchange_name(AmqpSettings(exchange="shop")) == "shop.emulation"
