@@ -494,6 +494,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "allow_publish_for_subscriber": False,
             "allow_publish_for_client": False,
             "allow_publish_for_anonymous": False,
+            "proxy_publish": False,
         }
         assert m["cluster"] == {
             "control_exchange": "",
@@ -559,6 +560,8 @@ class TestProxy:
             ("[proxy]\nendpoint = 'x'", "proxy.endpoint"),
             ("[[namespaces]]\nname = 'a'\nproxy_subscribe = true", "namespaces[0].proxy_subscribe"),
             ("[channels]\nproxy_subscribe = true", "channels.proxy_subscribe"),
+            ("[[namespaces]]\nname = 'a'\nproxy_publish = true", "namespaces[0].proxy_publish"),
+            ("[proxy]\npublish_endpoint = 'tcp://x'", "proxy.publish_endpoint"),
         ],
     )
     def test_refused(self, tmp_path: Path, toml: str, key: str) -> None:

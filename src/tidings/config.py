@@ -176,6 +176,9 @@ class ChannelOptions:
     allow_publish_for_client: bool = False
     #: The two options above also admit connections without a user.
     allow_publish_for_anonymous: bool = False
+    #: Publications are decided (and their data possibly replaced) by the application's
+    #: backend (``proxy.publish_endpoint``) instead of the three options above.
+    proxy_publish: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +207,9 @@ class ProxySettings:
     #: Answers the clients' ``rpc`` commands.
     rpc_endpoint: str | None = None
     rpc_timeout: float = _duration(1.0, minimum=0.001)
+    #: Decides client publications in namespaces with ``proxy_publish``.
+    publish_endpoint: str | None = None
+    publish_timeout: float = _duration(1.0, minimum=0.001)
     #: RPC methods forwarded to ``rpc_endpoint``; empty forwards every method. Others are
     #: answered 104 (method not found).
     rpc_methods: list[str] = field(default_factory=list)
@@ -583,7 +589,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 def _validate_proxy(s: Settings) -> None:
     """Endpoints are http(s) URLs; what needs an endpoint has one."""
     proxy = s.proxy
-    for name in ("connect", "refresh", "subscribe", "rpc"):
+    for name in ("connect", "refresh", "subscribe", "rpc", "publish"):
         url = getattr(proxy, f"{name}_endpoint")
         if url is not None and not re.match(r"^https?://[^/\s?#]+(/\S*)?\Z", url):
             raise ConfigError(f"proxy.{name}_endpoint", f"expected an http(s) URL, got {url!r}")
@@ -614,13 +620,13 @@ def _validate_proxy(s: Settings) -> None:
             "proxy.connect_timeout",
             "must be below client.stale_timeout, which closes a connection still connecting",
         )
-    if not proxy.subscribe_endpoint:
-        named = [("channels", s.channels)] + [
-            (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
-        ]
-        for key, options in named:
-            if options.proxy_subscribe:
-                raise ConfigError(f"{key}.proxy_subscribe", "needs proxy.subscribe_endpoint")
+    named = [("channels", s.channels)] + [
+        (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
+    ]
+    for key, options in named:
+        for event in ("subscribe", "publish"):
+            if getattr(options, f"proxy_{event}") and not getattr(proxy, f"{event}_endpoint"):
+                raise ConfigError(f"{key}.proxy_{event}", f"needs proxy.{event}_endpoint")
 
 
 def _validate_channel_options(prefix: str, options: ChannelOptions) -> None:

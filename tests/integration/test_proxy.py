@@ -64,6 +64,7 @@ def proxy_settings(url: str, **extra: Any) -> dict[str, Any]:
         "proxy.refresh_endpoint": f"{url}/refresh",
         "proxy.subscribe_endpoint": f"{url}/subscribe",
         "proxy.rpc_endpoint": f"{url}/rpc",
+        "proxy.publish_endpoint": f"{url}/publish",
         "proxy.http_headers": ["Cookie", "Authorization"],
         "proxy.connect_timeout": scaled(0.5),
         "proxy.rpc_timeout": scaled(0.5),
@@ -72,7 +73,10 @@ def proxy_settings(url: str, **extra: Any) -> dict[str, Any]:
     return values
 
 
-BACKEND_NAMESPACE = "[[namespaces]]\nname = 'room'\nproxy_subscribe = true\n"
+BACKEND_NAMESPACE = (
+    "[[namespaces]]\nname = 'room'\nproxy_subscribe = true\n"
+    "[[namespaces]]\nname = 'chat'\nproxy_publish = true\n"
+)
 
 
 @pytest.fixture
@@ -332,3 +336,44 @@ async def test_connections_share_one_http_session(
         await connect(proxied)
     session = proxied.node.proxy._http
     assert isinstance(session, aiohttp.ClientSession) and not session.closed
+
+
+class TestPublish:
+    async def test_the_backend_decides_and_rewrites(
+        self, proxied: LiveServer, backend: Backend
+    ) -> None:
+        async def moderate(body: dict[str, Any]) -> Any:
+            text = body["data"]["text"]
+            if text == "spam":
+                return {"error": {"code": 1003, "message": "not allowed here"}}
+            return {"result": {"data": {"text": text.upper(), "by": body["user"]}}}
+
+        backend.answers["/publish"] = moderate
+        client, _ = await connect(proxied, {"token": token("alice", info={"n": "Al"})})
+        await client.send({"id": 2, "subscribe": {"channel": "chat:1"}})
+        await client.reply(2)
+        await client.send({"id": 3, "publish": {"channel": "chat:1", "data": {"text": "spam"}}})
+        assert (await client.reply(3))["error"] == {"code": 1003, "message": "not allowed here"}
+        await client.send({"id": 4, "publish": {"channel": "chat:1", "data": {"text": "hi"}}})
+        got: dict[str, Any] = {}
+        while "reply" not in got or "push" not in got:
+            for message in await client.frame():
+                if message.get("id") == 4:
+                    got["reply"] = message
+                elif "push" in message:
+                    got["push"] = message["push"]
+        assert got["reply"] == {"id": 4, "publish": {}}
+        assert got["push"]["pub"]["data"] == {"text": "HI", "by": "alice"}
+        first = backend.bodies("/publish")[0]
+        assert (first["channel"], first["info"]) == ("chat:1", {"n": "Al"})
+
+    async def test_a_backend_that_is_down_publishes_nothing(self, serve: ServerFactory) -> None:
+        server = await serve(
+            proxy_settings(f"http://127.0.0.1:{free_port()}"), toml=BACKEND_NAMESPACE
+        )
+        client, _ = await connect(server, {"token": token("alice")})
+        await client.send({"id": 2, "subscribe": {"channel": "chat:1"}})
+        await client.reply(2)
+        await client.send({"id": 3, "publish": {"channel": "chat:1", "data": {"text": "hi"}}})
+        assert (await client.reply(3))["error"]["code"] == 100
+        await client.silent()

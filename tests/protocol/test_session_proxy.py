@@ -13,11 +13,15 @@ from tidings.config import NamespaceSettings
 from tidings.protocol.operations import (
     INTERNAL,
     Answered,
+    Approved,
     ConnectCall,
     Connected,
     Disconnected,
     Operation,
     Outcome,
+    ProxyPublishCall,
+    PublishCall,
+    Published,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -36,7 +40,7 @@ def make_host(*events: str) -> FakeHost:
     host = FakeHost(
         settings(
             namespaces=[
-                NamespaceSettings(name="backend", proxy_subscribe=True),
+                NamespaceSettings(name="backend", proxy_subscribe=True, proxy_publish=True),
                 NamespaceSettings(name="public", allow_anonymous=True),
             ]
         )
@@ -413,3 +417,56 @@ class TestRpcProxy:
         a, b = client.session.take_operations()
         complete(client, a, Disconnected(3000, "bye"))
         assert complete(client, b, Answered(b"1")) == []
+
+
+class TestPublishProxy:
+    def connected(self) -> Client:
+        client = Client(make_host())
+        client.connect()
+        return client
+
+    def test_approved_then_appended_with_the_backends_data(self) -> None:
+        client = self.connected()
+        command = {"id": 2, "publish": {"channel": "backend:1", "data": {"t": "hi"}}}
+        assert client.send(command) == []
+        call = only(client)
+        assert isinstance(call, ProxyPublishCall)
+        assert (call.channel, call.data, call.user) == ("backend:1", b'{"t":"hi"}', "alice")
+        assert complete(client, call, Approved(b'{"t":"HI"}')) == []
+        append = only(client)
+        assert isinstance(append, PublishCall)
+        assert (append.channel, append.data, append.command_id) == ("backend:1", b'{"t":"HI"}', 2)
+        assert complete(client, append, Published()) == [{"id": 2, "publish": {}}]
+
+    def test_approved_without_data_keeps_the_clients(self) -> None:
+        client = self.connected()
+        client.send({"id": 2, "publish": {"channel": "backend:1", "data": [1]}})
+        complete(client, only(client), Approved())
+        append = only(client)
+        assert isinstance(append, PublishCall) and append.data == b"[1]"
+
+    def test_refused_by_the_backend_is_not_appended(self) -> None:
+        client = self.connected()
+        client.send({"id": 2, "publish": {"channel": "backend:1", "data": 1}})
+        [reply] = complete(client, only(client), Rejected(1003, "read only"))
+        assert reply == {"id": 2, "error": {"code": 1003, "message": "read only"}}
+        assert client.session.take_operations() == []
+
+    def test_publications_reach_the_log_in_order(self) -> None:
+        client = self.connected()
+        client.send(
+            {"id": 2, "publish": {"channel": "backend:1", "data": 1}},
+            {"id": 3, "publish": {"channel": "backend:1", "data": 2}},
+        )
+        first = only(client)  # the second waits for the first's verdict
+        complete(client, first, Approved())
+        append, second = client.session.take_operations()
+        assert isinstance(append, PublishCall) and append.data == b"1"
+        assert isinstance(second, ProxyPublishCall) and second.data == b"2"
+
+    def test_the_namespace_options_do_not_apply(self) -> None:
+        client = self.connected()
+        [reply] = client.send({"id": 2, "publish": {"channel": "public:1", "data": 1}})
+        assert reply["error"]["code"] == ErrorCode.PERMISSION_DENIED  # not proxied: refused
+        client.send({"id": 3, "publish": {"channel": "backend:1", "data": 1}})
+        assert isinstance(only(client), ProxyPublishCall)  # proxied: the backend decides

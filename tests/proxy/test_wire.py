@@ -11,11 +11,14 @@ import pytest
 from tidings.protocol.messages import ConnectRequest, SubscribeRequest
 from tidings.protocol.operations import (
     Answered,
+    Approved,
     ConnectCall,
     Connected,
     Disconnected,
     Operation,
     Peer,
+    ProxyPublishCall,
+    PublishCall,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -30,6 +33,7 @@ CONNECT = ConnectCall(1, "c1", "", None, ConnectRequest(name="js", version="5", 
 REFRESH = RefreshCall(2, "c1", "bob", b'{"m":1}')
 SUBSCRIBE = SubscribeCall(3, "c1", "bob", None, SubscribeRequest("news", data=b"[1]"), 4)
 RPC = RpcCall(4, "c1", "bob", b"{}", "sum", b"[1,2]", 5)
+PUBLISH = ProxyPublishCall(5, "c1", "bob", None, "chat", b'{"t":"hi"}', b'{"name":"Bob"}', 6)
 
 
 def answer(op: Operation, obj: Any) -> Any:
@@ -62,13 +66,25 @@ class TestRequests:
         body = orjson.loads(encode_request(RPC, PEER))
         assert (body["method"], body["data"], body["meta"]) == ("sum", [1, 2], {})
 
+    def test_publish(self) -> None:
+        body = orjson.loads(encode_request(PUBLISH, PEER))
+        assert (body["user"], body["channel"], body["data"], body["info"]) == (
+            "bob",
+            "chat",
+            {"t": "hi"},
+            {"name": "Bob"},
+        )
+
     def test_events(self) -> None:
-        assert [event_of(op) for op in (CONNECT, REFRESH, SUBSCRIBE, RPC)] == [
+        assert [event_of(op) for op in (CONNECT, REFRESH, SUBSCRIBE, RPC, PUBLISH)] == [
             "connect",
             "refresh",
             "subscribe",
             "rpc",
+            "publish",
         ]
+        with pytest.raises(ValueError):
+            event_of(PublishCall(6, "c1", "bob", None, "chat", b"1", b"{}"))
 
     def test_peer_keeps_the_allowed_headers_only(self) -> None:
         peer = Peer.of("sse", "::1", {"Cookie": "a", "X-Other": "b"}, ["cookie", "Authorization"])
@@ -114,6 +130,11 @@ class TestAnswers:
         )
         assert answer(REFRESH, {"result": {"expired": True}}) == Refreshed(True)
         assert answer(REFRESH, {}) == Refreshed(expired=True)
+
+    def test_publish_answer(self) -> None:
+        assert answer(PUBLISH, {"result": {"data": {"t": "HI"}}}) == Approved(b'{"t":"HI"}')
+        assert answer(PUBLISH, {"result": {"skip_history": True}}) == Approved()
+        assert answer(PUBLISH, {"error": {"code": 1003}}) == Rejected(1003, "")
 
     def test_subscribe_and_rpc(self) -> None:
         assert answer(SUBSCRIBE, {"result": {"data": "hi"}}) == Subscribed(b'"hi"')

@@ -24,12 +24,14 @@ from tidings.protocol.messages import ConnectRequest, SubscribeRequest
 __all__ = [
     "INTERNAL",
     "Answered",
+    "Approved",
     "ConnectCall",
     "Connected",
     "Disconnected",
     "Operation",
     "Outcome",
     "Peer",
+    "ProxyPublishCall",
     "PublishCall",
     "Published",
     "RefreshCall",
@@ -130,7 +132,22 @@ class PublishCall(_Call):
     holds = False
 
 
-Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall | PublishCall
+@dataclass(frozen=True, slots=True)
+class ProxyPublishCall(_Call):
+    """Decide a client's publication (the publish proxy); an approved one then leaves as
+    a :class:`PublishCall`. It holds the session, so publications reach the log in order."""
+
+    channel: str
+    #: Compact JSON of the publication's data.
+    data: bytes
+    #: Compact JSON of the connection's ``info``, or None.
+    info: bytes | None
+    command_id: int = 0
+
+    holds = True
+
+
+Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall | ProxyPublishCall | PublishCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,4 +217,20 @@ class Published:
     """The log took the client's publication."""
 
 
-Outcome = Rejected | Disconnected | Connected | Refreshed | Subscribed | Answered | Published
+@dataclass(frozen=True, slots=True)
+class Approved:
+    """The publish proxy allowed the publication; ``data``, when set, replaces its data."""
+
+    data: bytes | None = None
+
+
+Outcome = (
+    Rejected
+    | Disconnected
+    | Connected
+    | Refreshed
+    | Subscribed
+    | Answered
+    | Published
+    | Approved
+)

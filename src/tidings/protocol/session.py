@@ -64,11 +64,13 @@ from tidings.protocol.messages import (
 from tidings.protocol.operations import (
     INTERNAL,
     Answered,
+    Approved,
     ConnectCall,
     Connected,
     Disconnected,
     Operation,
     Outcome,
+    ProxyPublishCall,
     PublishCall,
     Published,
     RefreshCall,
@@ -311,6 +313,8 @@ class Session:
             self._answered(operation, outcome)
         elif isinstance(operation, PublishCall):
             self._published(operation, outcome)
+        elif isinstance(operation, ProxyPublishCall):
+            self._approved(operation, outcome)
         else:
             self._refreshed(outcome, now)
         if self._holder == operation.ticket:
@@ -1057,13 +1061,34 @@ class Session:
         if found is None:
             return
         name, options = found
-        if not self._may(check_publish, name, options, channel in self.channels):
+        if not options.proxy_publish and not self._may(
+            check_publish, name, options, channel in self.channels
+        ):
             log.info("publish of user %r to %r refused", self.user, channel)
             self._error(command, ErrorCode.PERMISSION_DENIED)
             return
         if len(self._in_flight) >= MAX_OPERATIONS_IN_FLIGHT:
             self._error(command, ErrorCode.TOO_MANY_REQUESTS, "too many calls in flight")
             return
+        if options.proxy_publish:
+            # The backend decides instead of the namespace's allow_publish_* options.
+            self._start(
+                ProxyPublishCall(
+                    self._ticket(),
+                    self.client_id,
+                    self.user,
+                    self._meta,
+                    channel,
+                    request.data,
+                    self.info,
+                    command.id,
+                )
+            )
+            return
+        self._append(command.id, channel, request.data)
+
+    def _append(self, command_id: int, channel: str, data: bytes) -> None:
+        """An allowed publication leaves for the log."""
         info = self.client_info.to_json()
         self._start(
             PublishCall(
@@ -1072,11 +1097,21 @@ class Session:
                 self.user,
                 self._meta,
                 channel,
-                request.data,
+                data,
                 info,
-                command.id,
+                command_id,
             )
         )
+
+    def _approved(self, call: ProxyPublishCall, outcome: Outcome) -> None:
+        """The publish proxy answered: an approved publication goes on to the log, with the
+        data the backend gave in place of the client's."""
+        if not isinstance(outcome, Approved):
+            log.info("publish of user %r to %r refused by the backend", self.user, call.channel)
+            self._rejected(call.command_id, "publish", outcome)
+            return
+        data = outcome.data if outcome.data is not None else call.data
+        self._append(call.command_id, call.channel, data)
 
     def _published(self, call: PublishCall, outcome: Outcome) -> None:
         """The log took the publication (or refused it)."""

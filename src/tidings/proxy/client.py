@@ -63,8 +63,8 @@ class ProxyClient:
         self._methods = frozenset(settings.rpc_methods)
 
     def enabled(self, event: str, method: str | None = None) -> bool:
-        """Whether ``event`` (``connect``, ``refresh``, ``subscribe``, ``rpc``) has an
-        endpoint; for ``rpc`` with a ``method``, whether that method is forwarded."""
+        """Whether ``event`` (``connect``, ``refresh``, ``subscribe``, ``rpc``, ``publish``)
+        has an endpoint; for ``rpc`` with a ``method``, whether that method is forwarded."""
         if getattr(self.settings, f"{event}_endpoint", None) is None:
             return False
         return method is None or not self._methods or method in self._methods

@@ -21,12 +21,14 @@ import orjson
 from tidings.channels import NameKind, channel_problem, name_problem
 from tidings.protocol.operations import (
     Answered,
+    Approved,
     ConnectCall,
     Connected,
     Disconnected,
     Operation,
     Outcome,
     Peer,
+    ProxyPublishCall,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -47,14 +49,23 @@ class BadAnswer(ValueError):
 
 
 def event_of(operation: Operation) -> str:
-    """The proxy event an operation is: ``connect``, ``refresh``, ``subscribe`` or ``rpc``."""
+    """The proxy event an operation is: ``connect``, ``refresh``, ``subscribe``, ``rpc`` or
+    ``publish``.
+
+    Raises:
+        ValueError: the operation is not one for the backend (a publication to the log).
+    """
     if isinstance(operation, ConnectCall):
         return "connect"
     if isinstance(operation, RefreshCall):
         return "refresh"
     if isinstance(operation, SubscribeCall):
         return "subscribe"
-    return "rpc"
+    if isinstance(operation, RpcCall):
+        return "rpc"
+    if isinstance(operation, ProxyPublishCall):
+        return "publish"
+    raise ValueError(f"{type(operation).__name__} is not a proxy event")
 
 
 def encode_request(operation: Operation, peer: Peer) -> bytes:
@@ -81,6 +92,10 @@ def encode_request(operation: Operation, peer: Peer) -> bytes:
     elif isinstance(operation, RpcCall):
         body["method"] = operation.method
         _put_raw(body, "data", operation.data)
+    elif isinstance(operation, ProxyPublishCall):
+        body["channel"] = operation.channel
+        _put_raw(body, "data", operation.data)
+        _put_raw(body, "info", operation.info)
     return orjson.dumps(body)
 
 
@@ -123,6 +138,8 @@ def decode_answer(operation: Operation, answer: bytes) -> Outcome:
         )
     if isinstance(operation, SubscribeCall):
         return Subscribed(_json(result, "data"))
+    if isinstance(operation, ProxyPublishCall):
+        return Approved(_json(result, "data"))
     return Answered(_json(result, "data"))
 
 
