@@ -1,11 +1,13 @@
 'use strict';
 // The application's backend in Node, written for Centrifugo's proxy protocol: it
 // authenticates connections that come without a token (connect proxy, by the SDK's
-// connect `data`) and answers `client.rpc(method, data)` (RPC proxy). A wrong secret gets
+// connect `data`), answers `client.rpc(method, data)` (RPC proxy) and moderates
+// `sub.publish(data)` (publish proxy: refuses one, rewrites another). A wrong secret gets
 // a terminal disconnect code of the application's own range, and the SDK stops.
 const http = require('http');
 const {
-  check, env, hardTimeout, log, newClient, ok, recordingNetwork, sleep, scaled, waitFor,
+  check, collect, env, hardTimeout, log, newClient, ok, recordingNetwork, sleep, scaled,
+  waitFor,
 } = require('./lib');
 
 hardTimeout(20000);
@@ -23,6 +25,10 @@ function backend(port) {
         answer = secret === 'letmein'
           ? { result: { user: 'js-user', data: { welcome: 'js-user' } } }
           : { disconnect: { code: 4501, reason: 'bad secret' } };
+      } else if (req.url === '/publish') {
+        answer = body.data.text === 'spam'
+          ? { error: { code: 1003, message: 'not allowed here' } }
+          : { result: { data: { text: body.data.text.toUpperCase(), by: body.user } } };
       } else if (body.method === 'sum') {
         answer = { result: { data: { sum: body.data.numbers.reduce((a, b) => a + b, 0), user: body.user } } };
       } else {
@@ -59,6 +65,25 @@ async function main() {
   log('rpc-refused', { refused });
   check(refused && refused.code === 1000 && refused.message === 'no method drop',
     'the backend error did not reach the caller', { refused });
+
+  const sub = client.newSubscription(env('CHANNEL'));
+  const pubs = collect(sub, 'sub');
+  sub.subscribe();
+  await waitFor(() => sub.state === 'subscribed', 5000, 'the subscription');
+  let spam = null;
+  try {
+    await sub.publish({ text: 'spam' });
+  } catch (err) {
+    spam = err;
+  }
+  check(spam && spam.code === 1003, 'the backend did not refuse the publication', { spam });
+  await sub.publish({ text: 'hi' });
+  await waitFor(() => pubs.length === 1, 5000, 'the publication');
+  log('publication', { data: pubs[0].data });
+  check(pubs[0].data.text === 'HI' && pubs[0].data.by === 'js-user',
+    'the publication is not the data the backend gave', pubs[0]);
+  await sleep(scaled(200));
+  check(pubs.length === 1, 'the refused publication was delivered', { pubs });
   client.disconnect();
 
   const intruderNet = recordingNetwork();

@@ -1,5 +1,5 @@
 """The ``centrifuge`` SDK through the proxies: a backend in Node authenticates connections
-without a token and answers ``client.rpc``."""
+without a token, answers ``client.rpc`` and moderates ``sub.publish``."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ def test_connect_and_rpc_through_the_backend(tmp_path_factory: pytest.TempPathFa
     env = {
         "TIDINGS_PROXY_CONNECT_ENDPOINT": f"{backend}/connect",
         "TIDINGS_PROXY_RPC_ENDPOINT": f"{backend}/rpc",
+        "TIDINGS_PROXY_PUBLISH_ENDPOINT": f"{backend}/publish",
     }
     tmp = tmp_path_factory.mktemp("proxy")
+    config = tmp / "tidings.toml"
+    config.write_text(
+        "[[namespaces]]\nname = 'chat'\nproxy_publish = true\n"
+    )
+    env["TIDINGS_CONFIG"] = str(config)
     with ServeProcess(tmp / "serve.log", env) as server:
-        lines = run_scenario(server, "proxy.js", {}, BACKEND_PORT=str(port))
+        lines = run_scenario(server, "proxy.js", {}, BACKEND_PORT=str(port), CHANNEL="chat:1")
         assert server.stop() == 0, server.log()
     assert lines[-1]["sum"] == 6
