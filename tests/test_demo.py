@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,8 @@ import orjson
 import pytest
 
 from tests.integration.live import LiveServer, make_settings, scaled, start_server
-from tidings.demo import DEMO_TOKEN_TTL, KINDS
+from tidings.config import NamespaceSettings
+from tidings.demo import DEMO_NAMESPACE, DEMO_TOKEN_TTL, KINDS, ONLINE_CHANNEL, demo_settings
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +53,32 @@ async def _stream(server: LiveServer, user: str) -> aiohttp.ClientResponse:
     return response
 
 
-async def _next_data(response: aiohttp.ClientResponse, timeout: float = 2.0) -> Any:
+async def _next_data(
+    response: aiohttp.ClientResponse, timeout: float = 2.0, presence: bool = False
+) -> Any:
+    """The next event's data; ``join``/``leave`` of ``demo:online`` are skipped unless
+    ``presence``."""
     while True:
         line = await asyncio.wait_for(response.content.readline(), scaled(timeout))
         assert line, "the stream ended"
         if line.startswith(b"data: "):
-            return orjson.loads(line[6:])
+            data = orjson.loads(line[6:])
+            if presence or not ("join" in data or "leave" in data):
+                return data
+
+
+async def _online(server: LiveServer) -> list[str]:
+    async with server.http.get(f"{server.url}/demo/presence") as r:
+        assert (r.status, r.headers["Cache-Control"]) == (200, "no-store")
+        body = await r.json()
+    assert body["channel"] == ONLINE_CHANNEL
+    assert all(cid == info["client"] for cid, info in body["presence"].items())
+    return sorted(info["user"] for info in body["presence"].values())
 
 
 async def test_without_demo_mode_there_is_no_page_and_no_helper(start: Start) -> None:
     server = await start(False)
-    for path in ("/demo/token?user=alice", "/demo/demo.js", "/demo/demo.css"):
+    for path in ("/demo/token?user=alice", "/demo/presence", "/demo/demo.js", "/demo/demo.css"):
         async with server.http.get(server.url + path) as r:
             assert r.status == 404, path
     status, _ = await _post(server, {"user": "bob", "kind": "invoice.paid"})
@@ -97,11 +114,39 @@ async def test_demo_token_is_short_lived_and_limited_to_the_users_channel(start:
         assert r.status == 200
         assert r.headers["Cache-Control"] == "no-store"
         body = await r.json()
-    assert body["channels"] == ["user#alice"]
+    assert body["channels"] == ["user#alice", ONLINE_CHANNEL]
     assert body["expires_in"] == DEMO_TOKEN_TTL
     claims = server.node.verifier.connection(body["token"])
-    assert (claims.user, claims.channels) == ("alice", ("user#alice",))
+    assert (claims.user, claims.channels) == ("alice", ("user#alice", ONLINE_CHANNEL))
     assert 0 < claims.expires_at - server.node.clock() <= DEMO_TOKEN_TTL
+
+
+async def test_who_is_online_comes_from_presence_and_join_leave(start: Start) -> None:
+    server = await start(True)
+    assert await _online(server) == []
+    alice = await _stream(server, "alice")
+    own = await _next_data(alice, presence=True)
+    assert (own["channel"], own["join"]["info"]["user"]) == (ONLINE_CHANNEL, "alice")
+    assert await _online(server) == ["alice"]
+    bob = await _stream(server, "bob")
+    seen = await _next_data(alice, presence=True)
+    assert (seen["channel"], seen["join"]["info"]["user"]) == (ONLINE_CHANNEL, "bob")
+    assert await _online(server) == ["alice", "bob"]
+    bob.close()
+    gone = await _next_data(alice, presence=True)
+    assert (gone["channel"], gone["leave"]["info"]["user"]) == (ONLINE_CHANNEL, "bob")
+    assert await _online(server) == ["alice"]
+    alice.close()
+
+
+def test_demo_mode_adds_the_demo_namespace_unless_configured() -> None:
+    assert demo_settings(make_settings({})).namespaces == []
+    demo = demo_settings(make_settings({"server.demo": True}))
+    assert demo.namespace("demo") == DEMO_NAMESPACE
+    assert DEMO_NAMESPACE.presence and DEMO_NAMESPACE.force_push_join_leave
+    own = make_settings({"server.demo": True})
+    own = demo_settings(dataclasses.replace(own, namespaces=[NamespaceSettings(name="demo")]))
+    assert own.namespaces == [NamespaceSettings(name="demo")]
 
 
 @pytest.mark.parametrize("user", ["", "Alice", "a#b", "a,b", "a b", "x" * 33])

@@ -28,7 +28,7 @@ from tidings import collector
 from tidings.api import add_routes
 from tidings.appkeys import NODE
 from tidings.config import Settings
-from tidings.demo import add_demo_routes
+from tidings.demo import add_demo_routes, demo_settings
 from tidings.log.base import Log
 from tidings.node import ControlPlane, Node
 from tidings.transport.emulated import add_emulated_routes
@@ -89,6 +89,7 @@ def _emulation(node: Node, control: ControlPlane | None) -> Emulation:
 
 def create_app(settings: Settings, event_log: Log | None = None, name: str = "") -> web.Application:
     """The whole HTTP surface of a node on one application (one port)."""
+    settings = demo_settings(settings)
     control = make_control(settings, name)
     node = Node(settings, event_log or make_log(settings, name), name=name, control=control)
     app = web.Application(client_max_size=1 << 20)

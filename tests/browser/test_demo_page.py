@@ -209,3 +209,50 @@ def test_after_a_restart_old_positions_get_a_gap_not_the_new_runs_events(
         assert page.locator("#feed .tag.duplicate").count() == 0
     finally:
         again.stop()
+
+
+def online(page: sync_api.Page) -> sync_api.Locator:
+    return page.locator("#online .online-user")
+
+
+def wait_online(page: sync_api.Page, users: list[str]) -> None:
+    """Waits until the page's "online now" list is exactly ``users``."""
+    page.wait_for_function(
+        "users => JSON.stringify([...document.querySelectorAll('#online .online-user')]"
+        ".map(i => i.dataset.user)) === JSON.stringify(users)",
+        arg=users,
+        timeout=WAIT,
+    )
+
+
+def test_each_page_shows_who_is_online_and_who_left(
+    browser: sync_api.Browser, page: sync_api.Page, demo: Node
+) -> None:
+    open_as(page, demo.url, "alice")
+    wait_online(page, ["alice"])
+    assert online(page).first.text_content() == "alice (you)"
+    bob = browser.new_page()
+    carol = browser.new_page()
+    try:
+        open_as(bob, demo.url, "bob")
+        # bob's page read presence: alice was there before him.
+        wait_online(bob, ["alice", "bob"])
+        # alice's page got bob's join push.
+        wait_online(page, ["alice", "bob"])
+        open_as(carol, demo.url, "carol")
+        wait_online(page, ["alice", "bob", "carol"])
+        wait_online(bob, ["alice", "bob", "carol"])
+        # A second tab of bob's: still one bob, with two tabs.
+        second = browser.new_page()
+        open_as(second, demo.url, "bob")
+        page.locator('#online [data-user="bob"]', has_text="2 tabs").wait_for(timeout=WAIT)
+        second.close()
+        page.locator('#online [data-user="bob"] .tabs').wait_for(state="detached", timeout=WAIT)
+        carol.close()
+        wait_online(page, ["alice", "bob"])
+        wait_online(bob, ["alice", "bob"])
+    finally:
+        bob.close()
+        if not carol.is_closed():
+            carol.close()
+    wait_online(page, ["alice"])

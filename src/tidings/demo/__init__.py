@@ -4,17 +4,24 @@ In demo mode (``tidings serve --demo``) ``/`` serves a static page (no build ste
 from the network) and two helpers that only a demo may offer:
 
 - ``GET /demo/token?user=alice`` mints a short-lived connection token for ``alice`` whose
-  server-side channel is ``user#alice``; the page opens ``/events?token=...`` with it.
+  server-side channels are ``user#alice`` and ``demo:online``; the page opens
+  ``/events?token=...`` with it.
+- ``GET /demo/presence`` answers who is subscribed to ``demo:online`` anywhere in the
+  cluster, the page's "online now" list, which the channel's ``join``/``leave`` pushes
+  then keep current.
 - ``POST /demo/publish`` ``{"user": "bob", "kind": "invoice.paid", "invoice": 12,
   "amount": "120.00"}`` publishes a sample event to ``user#bob`` through the node, the
   path every event takes (into RabbitMQ when it is configured).
 
-Outside demo mode neither helper exists and ``/`` answers a short JSON pointer to the
+In demo mode the namespace ``demo`` has presence and forced join/leave (see
+:func:`demo_settings`), because ``/events`` is a push-only stream that cannot ask for them.
+Outside demo mode no helper exists and ``/`` answers a short JSON pointer to the
 endpoints and the docs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -26,16 +33,31 @@ from aiohttp import hdrs, web
 from tidings import __version__
 from tidings.appkeys import NODE
 from tidings.auth import mint_token
-from tidings.config import Settings
+from tidings.config import NamespaceSettings, Settings
 from tidings.node import Node, PublishError
 from tidings.transport.origin import origin_allowed
 
-__all__ = ["DEMO_TOKEN_TTL", "KINDS", "add_demo_routes"]
+__all__ = [
+    "DEMO_NAMESPACE",
+    "DEMO_TOKEN_TTL",
+    "KINDS",
+    "ONLINE_CHANNEL",
+    "add_demo_routes",
+    "demo_settings",
+]
 
 #: Seconds a demo token lives; the page fetches a new one whenever it (re)opens its stream.
 DEMO_TOKEN_TTL = 900
 #: The sample invoicing events the page can send.
 KINDS = ("invoice.created", "invoice.sent", "invoice.paid", "invoice.overdue")
+
+#: The channel every demo page is subscribed to: its presence is who is online.
+ONLINE_CHANNEL = "demo:online"
+#: The namespace of :data:`ONLINE_CHANNEL` in demo mode, unless one named ``demo`` is
+#: configured. Forced join/leave: ``/events`` clients cannot ask for the pushes.
+DEMO_NAMESPACE = NamespaceSettings(
+    name="demo", presence=True, join_leave=True, force_push_join_leave=True
+)
 
 _HERE = Path(__file__).resolve().parent
 _USER = re.compile(r"^[a-z0-9_-]{1,32}\Z")
@@ -99,10 +121,25 @@ async def _token(request: web.Request) -> web.Response:
     user = request.query.get("user", "")
     if not _USER.match(user):
         return _error(400, "user must be 1-32 characters of a-z, 0-9, '_' or '-'")
-    channel = f"user#{user}"
-    token = mint_token(secret, user, ttl=DEMO_TOKEN_TTL, channels=[channel], clock=node.clock)
+    channels = [f"user#{user}", ONLINE_CHANNEL]
+    token = mint_token(secret, user, ttl=DEMO_TOKEN_TTL, channels=channels, clock=node.clock)
     return web.json_response(
-        {"token": token, "user": user, "channels": [channel], "expires_in": DEMO_TOKEN_TTL},
+        {"token": token, "user": user, "channels": channels, "expires_in": DEMO_TOKEN_TTL},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _presence(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE]
+    options = node.options_for(ONLINE_CHANNEL)
+    if options is None or not options.presence:
+        return _error(503, f"the configured namespace of {ONLINE_CHANNEL} keeps no presence")
+    members = node.presence(ONLINE_CHANNEL)
+    return web.json_response(
+        {
+            "channel": ONLINE_CHANNEL,
+            "presence": {cid: {"user": i.user, "client": i.client} for cid, i in members.items()},
+        },
         headers={"Cache-Control": "no-store"},
     )
 
@@ -154,6 +191,14 @@ async def _publish(request: web.Request) -> web.Response:
     return web.json_response({"result": {"channel": channel, "data": event}})
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` with :data:`DEMO_NAMESPACE` added in demo mode; a ``demo`` namespace of
+    the configuration is kept as written, and outside demo mode nothing changes."""
+    if not settings.server.demo or settings.namespace(DEMO_NAMESPACE.name) is not None:
+        return settings
+    return dataclasses.replace(settings, namespaces=[*settings.namespaces, DEMO_NAMESPACE])
+
+
 def add_demo_routes(app: web.Application, settings: Settings) -> None:
     """Registers ``/``: the demo page and its helpers in demo mode, else a JSON pointer."""
     if not settings.server.demo:
@@ -163,4 +208,5 @@ def add_demo_routes(app: web.Application, settings: Settings) -> None:
     for path in _STATIC:
         app.router.add_get(path, _static)
     app.router.add_get("/demo/token", _token)
+    app.router.add_get("/demo/presence", _presence)
     app.router.add_post("/demo/publish", _publish)

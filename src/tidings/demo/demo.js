@@ -1,4 +1,6 @@
-// The tidings demo page: one EventSource per tab, toasts for the chosen user's events.
+// The tidings demo page: one EventSource per tab, toasts for the chosen user's events,
+// and who is online: the presence of the shared channel demo:online, kept current by its
+// join/leave pushes.
 //
 // The stream is /events?token=…; every event carries `id: <epoch>:<position>`, so the
 // browser's own reconnects send Last-Event-ID and resume. A reopen by this page (the
@@ -29,7 +31,11 @@
     seen: new Set(),    // channel:position of every publication shown
     timer: null,
     retries: 0,
+    online: new Map(),  // client id -> user, on demo:online
+    left: new Set(),    // clients that left since this connect (the snapshot may be older)
+    presenceRound: 0,   // bumps per connect; a late snapshot of an older one is dropped
   };
+  const ONLINE_CHANNEL = 'demo:online';
 
   // ------------------------------------------------------------------ status
   function setStatus(kind, text) {
@@ -82,6 +88,7 @@
 
   function close() {
     state.generation++;
+    clearPresence();
     clearTimeout(state.timer);
     if (state.source) state.source.close();
     state.source = null;
@@ -106,6 +113,9 @@
       state.head = sub.offset || 0;
       $('client').textContent = push.connect.client.slice(0, 8);
       setStatus('live', sub.was_recovering ? 'Live · caught up after reconnect' : 'Live');
+      loadPresence(push.connect.client);
+    } else if (push.channel === ONLINE_CHANNEL && (push.join || push.leave)) {
+      onPresenceChange(push.join ? 'join' : 'leave', (push.join || push.leave).info);
     } else if (push.pub) {
       onPublication(push.channel, push.pub);
     } else if (push.disconnect) {
@@ -117,11 +127,76 @@
   function onGap(event) {
     if (event.lastEventId) state.lastEventId = event.lastEventId;
     const gap = JSON.parse(event.data);
+    // demo:online carries no publications; its list is read afresh on every connect.
+    if (gap.channel === ONLINE_CHANNEL) return;
     // A real application reloads this channel's state from its own API here.
     addDivider(`Missed events on ${gap.channel} could not be replayed (the server restarted?). ` +
       'A real app would reload its state now.');
     toast('Some events could not be recovered', 'Reloading state is up to the app.', 'warning');
     showPosition();
+  }
+
+  // ------------------------------------------------------------------ presence
+  // On every connect: a fresh list from GET /demo/presence (the channel's presence,
+  // cluster-wide), merged with the join/leave pushes that arrive meanwhile.
+  async function loadPresence(ownClient) {
+    const round = ++state.presenceRound;
+    state.online = new Map([[ownClient, state.user]]);
+    state.left = new Set();
+    renderPresence();
+    let presence;
+    try {
+      const response = await fetch('/demo/presence');
+      if (!response.ok) throw new Error(`presence request failed (${response.status})`);
+      presence = (await response.json()).presence;
+    } catch (error) {
+      if (round === state.presenceRound) $('online-empty').textContent = error.message;
+      return;
+    }
+    if (round !== state.presenceRound) return;
+    for (const [client, info] of Object.entries(presence)) {
+      if (!state.left.has(client)) state.online.set(client, info.user);
+    }
+    renderPresence();
+  }
+
+  function onPresenceChange(kind, info) {
+    if (kind === 'join') {
+      state.left.delete(info.client);
+      state.online.set(info.client, info.user);
+    } else {
+      state.left.add(info.client);
+      state.online.delete(info.client);
+    }
+    renderPresence();
+  }
+
+  function clearPresence() {
+    state.presenceRound++;
+    state.online = new Map();
+    renderPresence();
+  }
+
+  function renderPresence() {
+    const tabs = new Map();  // user -> connections (tabs) open
+    for (const user of state.online.values()) tabs.set(user, (tabs.get(user) || 0) + 1);
+    const items = [...tabs.keys()].sort().map((user) => {
+      const item = document.createElement('li');
+      item.className = user === state.user ? 'online-user you' : 'online-user';
+      item.dataset.user = user;
+      item.append(user === state.user ? `${user} (you)` : user);
+      if (tabs.get(user) > 1) {
+        const count = document.createElement('span');
+        count.className = 'tabs';
+        count.textContent = `${tabs.get(user)} tabs`;
+        item.append(count);
+      }
+      return item;
+    });
+    $('online').replaceChildren(...items);
+    $('online-count').textContent = items.length ? `(${items.length})` : '';
+    $('online-empty').hidden = items.length > 0;
+    if (!items.length) $('online-empty').textContent = 'Not connected.';
   }
 
   // ------------------------------------------------------------------ events
