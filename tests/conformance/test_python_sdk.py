@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+
+pytest.importorskip("centrifuge", reason="needs centrifuge-python: run `make deps`")
+
 from centrifuge import (
     Client,
     ClientEventHandler,
