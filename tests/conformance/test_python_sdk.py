@@ -207,20 +207,34 @@ async def test_connect_subscribe_and_receive_server_publications(
     assert sub2_events.data() == [{"n": 5}]
 
 
-async def test_a_bad_token_ends_the_client_as_unauthorized(server: LiveServer) -> None:
+@pytest.mark.parametrize(
+    ("options", "code", "reason"),
+    [
+        ({"token": token("alice") + "x"}, 3500, "bad signature"),
+        # The SDK's other protocol: refused plainly, not misread as broken JSON.
+        (
+            {"token": token("alice"), "use_protobuf": True},
+            3501,
+            "the Protobuf protocol is not supported: connect with JSON",
+        ),
+    ],
+    ids=["bad-token", "protobuf"],
+)
+async def test_a_client_that_cannot_be_served_is_ended_for_good(
+    server: LiveServer, options: dict[str, Any], code: int, reason: str
+) -> None:
     events = Recorder()
     client = Client(
         f"ws://127.0.0.1:{server.port}/connection/websocket",
         events=events,
-        token=token("alice") + "x",
         max_reconnect_delay=0.5,
         proxy=None,
+        **options,
     )
     await client.connect()
     await wait_until(lambda: events.disconnected, what="the disconnect")
-    assert [(ctx.code, client.state) for ctx in events.disconnected] == [
-        (3500, ClientState.DISCONNECTED)  # terminal: the SDK does not retry
-    ]
+    assert [(ctx.code, ctx.reason) for ctx in events.disconnected] == [(code, reason)]
+    assert client.state is ClientState.DISCONNECTED  # terminal: the SDK does not retry
     assert events.connected == []
 
 

@@ -16,6 +16,7 @@ from tidings.protocol.handshake import (
     check_upgrade,
     parse_head,
     parse_request_line,
+    refused_subprotocol,
     switching_protocols,
 )
 
@@ -96,6 +97,25 @@ def test_switching_protocols() -> None:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("offered", "refused"),
+    [
+        (None, False),
+        ("", False),
+        ("centrifuge-json", False),
+        ("centrifuge-protobuf", True),
+        ("chat, Centrifuge-Protobuf", True),  # a token of a list, in any case
+        ("centrifuge-protobufx", False),
+    ],
+)
+def test_the_protobuf_subprotocol_is_refused(offered: str | None, refused: bool) -> None:
+    headers = dict(UPGRADE) if offered is None else {**UPGRADE, "sec-websocket-protocol": offered}
+    reason = refused_subprotocol(headers)
+    assert (reason is not None) == refused
+    if reason is not None:
+        assert "Protobuf" in reason and "JSON" in reason and len(reason.encode()) <= 120
 
 
 # ---------------------------------------------------------------------- parsing

@@ -26,10 +26,13 @@ __all__ = [
     "check_upgrade",
     "parse_head",
     "parse_request_line",
+    "refused_subprotocol",
     "switching_protocols",
 ]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: The subprotocol by which a Centrifugo client asks for the Protobuf protocol.
+_PROTOBUF = "centrifuge-protobuf"
 #: A header name is an RFC 9110 token.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
@@ -190,6 +193,22 @@ def check_upgrade(
     if not valid:
         return Refusal(400, "Sec-WebSocket-Key must be 16 bytes in base64")
     return accept_key(key)
+
+
+def refused_subprotocol(headers: Mapping[str, str]) -> str | None:
+    """Why a valid upgrade cannot be served, when the client asked for the Protobuf protocol.
+
+    A client that offers ``centrifuge-protobuf`` will send Protobuf frames whatever the
+    ``101`` selects (the SDKs do not check), and tidings speaks JSON only: the connection is
+    then closed at once with this reason (and 3501), which the SDKs report as a terminal
+    disconnect, instead of failing on the first frame with a decoding error.
+
+    Args:
+        headers: the header fields, looked up by lower-case name.
+    """
+    if _PROTOBUF in _tokens(headers.get("sec-websocket-protocol")):
+        return "the Protobuf protocol is not supported: connect with JSON"
+    return None
 
 
 def accept_key(key: str) -> str:

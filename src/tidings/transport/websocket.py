@@ -34,7 +34,12 @@ from tidings.codes import DisconnectCode
 from tidings.config import Settings
 from tidings.node import Closable, Node
 from tidings.protocol.codec import ProtocolError, decode_connect_request
-from tidings.protocol.handshake import Refusal, check_upgrade, switching_protocols
+from tidings.protocol.handshake import (
+    Refusal,
+    check_upgrade,
+    refused_subprotocol,
+    switching_protocols,
+)
 from tidings.protocol.operations import Peer
 from tidings.protocol.session import Session, SessionHost
 from tidings.protocol.wsframes import (
@@ -320,6 +325,13 @@ def open_websocket(
     peer = Peer.of(cls.kind, peer_ip(transport), headers or {}, allowed)
     conn = cls(node, transport, peer)
     transport.set_protocol(conn)
+    refused = refused_subprotocol(headers or {})
+    if refused is not None:
+        # Closed in the protocol (a close frame with 3501), which the SDKs report as final;
+        # the client's frames are never read.
+        conn.start(b"", None)
+        conn.close(DisconnectCode.BAD_REQUEST, refused)
+        return conn
     connect = None
     if path == UNIDIRECTIONAL_PATH:
         connect = next((v for k, v in parse_qsl(raw_query) if k == "cf_connect"), None)
