@@ -4,7 +4,10 @@
 under ``tracemalloc`` and prints the Python heap per connection by the source file that
 allocated it; ``--rss`` measures a real ``tidings serve`` process instead (uvloop, as in
 production): its resident memory per connection past a warm-up. The connections are the
-load generator's, each with a token, subscribed to its own user channel.
+load generator's, each with a token, subscribed to its own user channel. ``--presence``
+measures in-process twice in the same run, without presence and with ``presence``,
+``join_leave`` and ``force_push_join_leave`` on the user channels (each connection in the
+presence set, a listener of its channel, and sent its own join), and prints the difference.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from tidings.config import load_settings
 from tidings.server import create_app
 from tidings.transport.front import start_site
 
-__all__ = ["main", "measure", "measure_rss"]
+__all__ = ["PRESENCE", "main", "measure", "measure_rss"]
+
+#: The settings ``--presence`` adds: every user channel with presence and join/leave pushes
+#: (forced: the load generator's subscribe does not ask for them).
+PRESENCE = {
+    "channels.presence": True,
+    "channels.join_leave": True,
+    "channels.force_push_join_leave": True,
+}
 
 
 async def _clients(target: TidingsTarget, first: int, n: int, slot: int) -> Child:
@@ -46,14 +57,16 @@ async def _stop(clients: list[Child]) -> None:
         await child.close()
 
 
-async def measure(connections: int, top: int) -> None:
-    """The Python heap an idle connection adds to a node in this process, by source file."""
+async def measure(connections: int, top: int, presence: bool = False) -> float:
+    """The Python heap an idle connection adds to a node in this process, by source file;
+    prints it and returns the bytes per connection."""
     sock = socket.create_server(("127.0.0.1", 0))
     # Not started: it only tells the load generator where the node listens and its secret.
     target = TidingsTarget("", embedded=True, port=sock.getsockname()[1])
     settings = load_settings(None, {}, {
         "auth.hmac_secret": target.secret,
         "client.connections_per_ip_per_second": 0,
+        **(PRESENCE if presence else {}),
     })
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
@@ -72,11 +85,14 @@ async def measure(connections: int, top: int) -> None:
         await runner.cleanup()
     stats = after.compare_to(before, "filename")
     total = sum(s.size_diff for s in stats)
-    print(f"{connections} idle connections: {total / connections:,.0f} B of Python heap each")
+    label = "with presence and join_leave" if presence else "without presence"
+    print(f"{connections} idle connections, {label}: {total / connections:,.0f} B of Python "
+          "heap each")
     for s in stats[:top]:
         name = s.traceback[0].filename
         name = name.split("site-packages/")[-1].split("/src/")[-1]
         print(f"{s.size_diff / connections:8,.0f} B  {name}")
+    return total / connections
 
 
 async def _settled_rss(monitor: Monitor) -> int:
@@ -114,12 +130,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--rss", action="store_true", help="measure a real server process")
+    parser.add_argument("--presence", action="store_true",
+                        help="in-process: without and with presence and join/leave, one run")
     args = parser.parse_args(argv)
+    if args.rss and args.presence:
+        parser.error("--presence measures in process; it does not combine with --rss")
     if args.rss:
         asyncio.run(measure_rss(args.connections))
         return
     # The default asyncio loop: tracemalloc sees its transports (uvloop's are C objects).
-    asyncio.run(measure(args.connections, args.top))
+    without = asyncio.run(measure(args.connections, args.top))
+    if args.presence:
+        with_presence = asyncio.run(measure(args.connections, args.top, presence=True))
+        print(f"presence and join_leave add {with_presence - without:,.0f} B per connection "
+              f"({without:,.0f} -> {with_presence:,.0f} B)")
 
 
 if __name__ == "__main__":

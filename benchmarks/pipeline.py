@@ -4,29 +4,34 @@
 path a worker runs for each (:data:`STAGES`: read, decode, route, flush to a transport that
 keeps nothing) and prints CPU microseconds per event per stage, the best of ``--rounds``.
 It barely depends on what else the host does: the one to run before and after a change to
-the hot path.
+the hot path. ``--presence`` measures twice in the same run, without presence and with
+``presence`` and ``join_leave`` on every user channel (each subscriber in the presence set
+and asking for the pushes), to show what they add to an event's delivery.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import rstream
 
-from tidings.config import Settings
+from tidings.config import ChannelOptions, Settings
 from tidings.log.memory import MemoryLog
 from tidings.log.message import decode
 from tidings.log.stream_protocol import message_from_bytes
 from tidings.node import Node
+from tidings.presence import ClientInfo
 from tidings.transport.websocket import WebSocketConnection
 
-__all__ = ["encoded_event", "main", "measure"]
+__all__ = ["encoded_event", "main", "measure", "presence_settings"]
 
 STAGES = ("read", "decode", "route", "flush")
 
@@ -63,19 +68,33 @@ def encoded_event(user: int, seq: int) -> bytes:
     return bytes(message)
 
 
-def _node(users: int) -> Node:
-    node = Node(Settings(), MemoryLog())
+def presence_settings(on: bool) -> Settings:
+    """Default settings; with ``on``, top-level channels keep presence and join/leave."""
+    if not on:
+        return Settings()
+    return dataclasses.replace(Settings(), channels=ChannelOptions(presence=True, join_leave=True))
+
+
+async def _node(users: int, presence: bool) -> Node:
+    """A node with one subscriber per user channel; with ``presence`` each is also in the
+    presence set and listens for join/leave, and its own join push is written already."""
+    node = Node(presence_settings(presence), MemoryLog())
     now = node.clock()
     options = node.settings.channels
     for user in range(users):
         conn = WebSocketConnection(node, _Transport())  # type: ignore[arg-type]
         node.hub.subscribe(conn, f"user#{user}", None, epoch="pipeline", head=0,
                            size=options.history_size, ttl=options.history_ttl, now=now)
+        if presence:
+            info = ClientInfo(str(user), str(uuid.UUID(int=user)))
+            node.track(conn, f"user#{user}", info, True)
+    await asyncio.sleep(0)  # the joins go out after the "commands" that made them
+    node.flusher.flush()
     return node
 
 
 async def measure(users: int, events: int, chunk: int, rounds: int,
-                  seed: int = 7) -> dict[str, float]:
+                  seed: int = 7, presence: bool = False) -> dict[str, float]:
     """CPU microseconds per event of each stage, best of ``rounds`` (each a fresh node).
 
     Raises:
@@ -86,7 +105,7 @@ async def measure(users: int, events: int, chunk: int, rounds: int,
     best = dict.fromkeys(STAGES, float("inf"))
     clock: Callable[[], float] = time.process_time
     for _ in range(rounds):
-        node = _node(users)
+        node = await _node(users, presence)
         _Transport.pushes = 0
         spent = dict.fromkeys(STAGES, 0.0)
         consumed = -1
@@ -125,15 +144,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=100,
                         help="events per batch, as a stream chunk delivers them")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--presence", action="store_true",
+                        help="also measure with presence and join/leave on, in the same run")
     args = parser.parse_args(argv)
-    result: dict[str, Any] = asyncio.run(measure(args.users, args.events, args.chunk,
-                                                 args.rounds))
-    total = sum(result.values())
-    for stage in STAGES:
-        print(f"{stage:>7}: {result[stage]:6.2f} us/event")
-    print(f"  total: {total:6.2f} us/event = {1e6 / total:,.0f} events per CPU-second "
-          f"({args.users:,} users, {args.events:,} events in chunks of {args.chunk}, "
-          f"best of {args.rounds})")
+    for on in (False, True) if args.presence else (False,):
+        if args.presence:
+            print("with presence and join_leave:" if on else "without presence:")
+        result: dict[str, Any] = asyncio.run(measure(args.users, args.events, args.chunk,
+                                                     args.rounds, presence=on))
+        total = sum(result.values())
+        for stage in STAGES:
+            print(f"{stage:>7}: {result[stage]:6.2f} us/event")
+        print(f"  total: {total:6.2f} us/event = {1e6 / total:,.0f} events per CPU-second "
+              f"({args.users:,} users, {args.events:,} events in chunks of {args.chunk}, "
+              f"best of {args.rounds})")
 
 
 if __name__ == "__main__":
