@@ -124,6 +124,18 @@ class TestRemote:
         assert view.workers == 0
         assert view.apply(Bye("w2"), 1.0) == []
 
+    def test_nodes_are_the_live_workers_last_figures(self, view: Presence) -> None:
+        view.apply(Snapshot("w2", 1, {}, {"name": "w2", "num_clients": 1}), 0.0)
+        view.apply(Snapshot("w3", 1, {}), 0.0)  # an older worker that sends no figures
+        view.apply(Snapshot("w2", 2, {}, {"name": "w2", "num_clients": 5}), 1.0)
+        view.apply(Snapshot("w2", 1, {}, {"name": "w2", "num_clients": 0}), 2.0)  # stale
+        assert view.nodes() == [{"name": "w2", "num_clients": 5}]
+        view.apply(Snapshot("w3", 2, {}, {"name": "w3"}), 3.0)
+        assert view.nodes() == [{"name": "w2", "num_clients": 5}, {"name": "w3"}]
+        view.apply(Bye("w3"), 4.0)
+        assert view.expire(17.0) == []  # w2 was last heard from at 2.0 (the stale one)
+        assert view.nodes() == []
+
     def test_hello_counts_as_life(self, view: Presence) -> None:
         view.apply(Snapshot("w2", 1, {"room:1": (B1,)}), 0.0)
         view.apply(Hello("w2"), 10.0)
@@ -139,6 +151,7 @@ class TestMessages:
             Delta("w1", 2, "leave", "dialog#alice,bob", B1),
             Snapshot("w1", 3, {"room:1": (A1, ANON), "room:2": (B1,)}),
             Snapshot("w1", 4, {}),
+            Snapshot("w1", 5, {"room:1": (B1,)}, {"name": "w1", "num_clients": 1, "ready": True}),
             Hello("w1"),
             Bye("w1"),
         ],
@@ -158,6 +171,7 @@ class TestMessages:
             b'{"type":"join","worker":"w","seq":1,"channel":"c","info":{}}',
             b'{"type":"snapshot","worker":"w","seq":1,"channels":[]}',
             b'{"type":"snapshot","worker":"w","seq":1,"channels":{"c":{}}}',
+            b'{"type":"snapshot","worker":"w","seq":1,"channels":{},"node":[1]}',
             b'{"type":"gossip","worker":"w","seq":1}',
         ],
     )

@@ -35,7 +35,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tidings import __version__
 from tidings.appkeys import NODE
 from tidings.channels import InvalidName, read_channel
 from tidings.codes import DisconnectCode, ErrorCode
@@ -45,7 +44,7 @@ from tidings.node import Node, PublishError
 from tidings.protocol import codec
 from tidings.protocol.messages import HistoryRequest
 
-__all__ = ["METHODS", "ApiError", "add_routes", "call", "info"]
+__all__ = ["METHODS", "ApiError", "add_routes", "call"]
 
 log = logging.getLogger(__name__)
 #: Largest server API request body accepted.
@@ -349,29 +348,9 @@ async def channels(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def info_method(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    """This node: ``{"nodes": [...]}`` in Centrifugo's shape, with tidings' log position."""
-    return info(node)
-
-
-def info(node: Node) -> dict[str, Any]:
-    """The node's state as plain data."""
-    return {
-        "nodes": [
-            {
-                "uid": node.name,
-                "name": node.name,
-                "version": __version__,
-                "num_clients": node.connections,
-                "num_users": node.users,
-                "num_subs": node.hub.subscriptions,
-                "num_channels": sum(1 for _ in node.hub.channels()),
-                "uptime": int(node.clock() - node.started_at),
-                "epoch": node.log.epoch,
-                "position": node.head,
-                "ready": node.ready,
-            }
-        ]
-    }
+    """Every live worker of the cluster: ``{"nodes": [...]}`` in Centrifugo's shape, this
+    worker first, the others as their last heartbeat described them."""
+    return {"nodes": node.cluster_nodes()}
 
 
 METHODS: dict[str, Method] = {

@@ -198,7 +198,8 @@ class RabbitMqControl:
 
     def _snapshot(self) -> Snapshot:
         assert self._node is not None
-        return Snapshot(self.worker, self._next_seq(), self._node.presence_view.local_channels())
+        view = self._node.presence_view
+        return Snapshot(self.worker, self._next_seq(), view.local_channels(), self._node.describe())
 
     def _send(self, message: ControlMessage, reply_to: str | None = None) -> None:
         self._outbox.put_nowait((message, reply_to))

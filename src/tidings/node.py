@@ -11,11 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
-from tidings import commands
+from tidings import __version__, commands
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.codes import DisconnectCode, ErrorCode
@@ -83,6 +83,9 @@ class ClientHandle(Protocol):
 
 class ControlPlane(Protocol):
     """What carries presence between workers and nodes (:mod:`tidings.cluster`)."""
+
+    #: This worker's id in the cluster, unique per process start.
+    worker: str
 
     async def start(self, node: Node) -> None:
         """Connects, announces this worker and starts the heartbeats."""
@@ -228,6 +231,30 @@ class Node:
     def users(self) -> int:
         """Distinct users (not counting anonymous connections) connected to this node."""
         return len(self._users)
+
+    def describe(self) -> dict[str, Any]:
+        """This worker's figures, as the server API's ``info`` lists each node (and as its
+        heartbeats tell the other workers)."""
+        return {
+            # Worker names repeat from machine to machine (tidings-1, …); the control
+            # plane's id does not.
+            "uid": self.name if self.control is None else self.control.worker,
+            "name": self.name,
+            "version": __version__,
+            "num_clients": self.connections,
+            "num_users": self.users,
+            "num_subs": self.hub.subscriptions,
+            "num_channels": sum(1 for _ in self.hub.channels()),
+            "uptime": int(self.clock() - self.started_at),
+            "epoch": self.log.epoch,
+            "position": self.head,
+            "ready": self.ready,
+        }
+
+    def cluster_nodes(self) -> list[dict[str, Any]]:
+        """This worker's figures first, then every other live worker's, from their last
+        heartbeat (so at most ``cluster.heartbeat_interval`` old)."""
+        return [self.describe(), *(dict(n) for n in self.presence_view.nodes())]
 
     # ------------------------------------------------------------------ events in
     def on_records(self, records: Sequence[Record]) -> None:

@@ -121,6 +121,8 @@ class Snapshot:
     worker: str
     seq: int
     channels: Mapping[str, tuple[ClientInfo, ...]] = field(default_factory=dict)
+    #: The sender's own figures (the server API's ``info`` entry for it), when it sends them.
+    node: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,16 +155,15 @@ def encode_message(message: ControlMessage) -> bytes:
             }
         )
     if isinstance(message, Snapshot):
-        return orjson.dumps(
-            {
-                "type": "snapshot",
-                "worker": message.worker,
-                "seq": message.seq,
-                "channels": {
-                    ch: [i.to_obj() for i in infos] for ch, infos in message.channels.items()
-                },
-            }
-        )
+        obj: dict[str, Any] = {
+            "type": "snapshot",
+            "worker": message.worker,
+            "seq": message.seq,
+            "channels": {ch: [i.to_obj() for i in infos] for ch, infos in message.channels.items()},
+        }
+        if message.node is not None:
+            obj["node"] = message.node
+        return orjson.dumps(obj)
     kind = "hello" if isinstance(message, Hello) else "bye"
     return orjson.dumps({"type": kind, "worker": message.worker})
 
@@ -203,7 +204,10 @@ def decode_message(body: bytes) -> ControlMessage:
             if not isinstance(infos, list):
                 raise ValueError("each channel must hold a list of client infos")
             channels[channel] = tuple(ClientInfo.from_obj(i) for i in infos)
-        return Snapshot(worker, seq, channels)
+        node = obj.get("node")
+        if node is not None and not isinstance(node, dict):
+            raise ValueError("node must be an object")
+        return Snapshot(worker, seq, channels, node)
     raise ValueError(f"unknown control message type {kind!r}")
 
 
@@ -211,12 +215,13 @@ def decode_message(body: bytes) -> ControlMessage:
 class _Worker:
     """What is known of one other worker."""
 
-    __slots__ = ("channels", "last_seen", "seq")
+    __slots__ = ("channels", "last_seen", "node", "seq")
 
     def __init__(self, now: float) -> None:
         self.last_seen = now
         self.seq = 0
         self.channels: dict[str, dict[str, ClientInfo]] = {}
+        self.node: Mapping[str, Any] | None = None
 
 
 class Presence:
@@ -271,6 +276,8 @@ class Presence:
             return []
         worker.seq = message.seq
         if isinstance(message, Snapshot):
+            if message.node is not None:
+                worker.node = message.node
             return self._replace(worker, message.channels)
         members = worker.channels.setdefault(message.channel, {})
         client = message.info.client
@@ -340,6 +347,11 @@ class Presence:
     def workers(self) -> int:
         """Other workers currently known (alive as far as this one can tell)."""
         return len(self._workers)
+
+    def nodes(self) -> list[Mapping[str, Any]]:
+        """The figures the other live workers sent with their last snapshot, in the order
+        they were first heard from (a worker whose snapshot has not come yet is left out)."""
+        return [state.node for state in self._workers.values() if state.node is not None]
 
     def members(self, channel: str) -> dict[str, ClientInfo]:
         """Every subscriber of ``channel`` in the cluster: client id -> info."""

@@ -143,6 +143,28 @@ async def presence_becomes(peer: Peer, channel: str, users: set[str], within: fl
         await asyncio.sleep(0.05)
 
 
+def api(url: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One server API call (blocking: the nodes are other processes)."""
+    request = urllib.request.Request(
+        f"{url}/api/{method}", data=json.dumps(body).encode(), headers={"X-API-Key": API_KEY}
+    )
+    with urllib.request.urlopen(request) as response:
+        result: dict[str, Any] = json.loads(response.read())["result"]
+        return result
+
+
+async def until_nodes(url: str, count: int, within: float) -> list[dict[str, Any]]:
+    """``info``'s nodes once there are ``count`` of them."""
+    deadline = time.monotonic() + within * TIME_SCALE
+    while True:
+        nodes: list[dict[str, Any]] = api(url, "info", {})["nodes"]
+        if len(nodes) == count:
+            return nodes
+        if time.monotonic() > deadline:
+            raise AssertionError(f"info lists {len(nodes)} nodes, not {count}, after {within}s")
+        await asyncio.sleep(0.05)
+
+
 async def test_presence_join_leave_and_publish_across_nodes(
     tmp_path: Path, names: tuple[str, str]
 ) -> None:
@@ -200,6 +222,9 @@ async def test_a_dead_node_s_clients_leave_within_the_ttl(
         await carol.start()
         await carol.call("subscribe", {"channel": channel})
         await presence_becomes(alice, channel, {"alice", "carol"}, within=HEARTBEAT * 2)
+        # info lists every live worker: node C's figures come with its heartbeats.
+        nodes = await until_nodes(a.url, 2, within=HEARTBEAT * 4)
+        assert sum(n["num_clients"] for n in nodes) == 2 and nodes[0]["uid"] != nodes[1]["uid"]
         c.proc.send_signal(signal.SIGKILL)  # no leave, no bye: only silence
         c.proc.wait(10)
         took = await presence_becomes(alice, channel, {"alice"}, within=(TTL + HEARTBEAT) * 2)
@@ -207,14 +232,11 @@ async def test_a_dead_node_s_clients_leave_within_the_ttl(
         await until(lambda: alice.events("leave"), "carol's leave at alice")
         assert alice.events("leave")[0]["info"]["user"] == "carol"
         # The server API of node A answers from the same cluster view.
-        request = urllib.request.Request(
-            a.url + "/api/presence_stats",
-            data=json.dumps({"channel": channel}).encode(),
-            headers={"X-API-Key": API_KEY},
-        )
-        with urllib.request.urlopen(request) as response:
-            body = json.loads(response.read())
-        assert body == {"result": {"num_clients": 1, "num_users": 1}}
+        assert api(a.url, "presence_stats", {"channel": channel}) == {
+            "num_clients": 1,
+            "num_users": 1,
+        }
+        assert len(await until_nodes(a.url, 1, within=1.0)) == 1
     finally:
         for peer in (alice, carol):
             await peer.stop()
