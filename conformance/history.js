@@ -3,7 +3,7 @@
 // publications asked for, with the stream position; a channel whose history is off and a
 // channel the client may not read answer their documented errors.
 const {
-  check, collect, env, hardTimeout, newClient, ok, publish, recordingNetwork, tokens, waitFor,
+  check, collect, env, hardTimeout, network, newClient, ok, publish, tokens, waitFor,
 } = require('./lib');
 
 hardTimeout(15000);
@@ -21,7 +21,7 @@ async function main() {
   const channel = env('CHANNEL');
   const offChannel = env('OFF_CHANNEL');
   const closedChannel = env('CLOSED_CHANNEL');
-  const net = recordingNetwork();
+  const net = network();
   const client = newClient(net, { token: tokens.main });
   const sub = client.newSubscription(channel);
   const pubs = collect(sub, 'sub');

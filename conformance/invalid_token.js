@@ -2,13 +2,13 @@
 // A token the server cannot verify is final: close 3500, state disconnected with that
 // code, and no reconnect attempt.
 const {
-  check, hardTimeout, log, newClient, ok, recordingNetwork, sleep, scaled, tokens, waitFor,
+  check, hardTimeout, log, network, newClient, ok, sleep, scaled, tokens, waitFor,
 } = require('./lib');
 
 hardTimeout(15000);
 
 async function main() {
-  const net = recordingNetwork();
+  const net = network();
   const client = newClient(net, { token: tokens.invalid });
   client.connect();
   await waitFor(() => client.state === 'disconnected', 5000, 'the disconnected state');
@@ -21,7 +21,7 @@ async function main() {
   check(JSON.stringify(events) === JSON.stringify(['connecting', 'disconnected']),
     'the client tried again after a terminal close', { states: client.states });
   check(net.commands('connect').length === 1, 'more than one connect attempt');
-  check(net.sockets.length === 1, 'more than one socket was opened');
+  check(net.opened() === 1, 'more than one socket or stream was opened');
   check(client.state === 'disconnected', 'state changed after the terminal close');
   ok({ code: disconnected.code, reason: disconnected.reason });
 }

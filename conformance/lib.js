@@ -49,6 +49,12 @@ const WS_URL = env('TIDINGS_WS_URL');
 const HTTP_URL = env('TIDINGS_HTTP_URL');
 const API_KEY = env('TIDINGS_API_KEY');
 const SCALE = Number(env('TIDINGS_TEST_TIME_SCALE', '1'));
+/** The SDK transport a scenario runs over: websocket (default), http_stream or sse. */
+const TRANSPORT = env('TIDINGS_TRANSPORT', 'websocket');
+const STREAM_PATHS = { http_stream: '/connection/http_stream', sse: '/connection/sse' };
+if (TRANSPORT !== 'websocket' && !(TRANSPORT in STREAM_PATHS)) {
+  fail(`unknown TIDINGS_TRANSPORT ${TRANSPORT}`);
+}
 
 function scaled(ms) {
   return ms * SCALE;
@@ -78,6 +84,22 @@ async function waitFor(predicate, ms, what) {
   }
 }
 
+/** Calls `read()` until `accept(value)` holds and returns that value; fails the scenario
+ * with the last value after `ms` milliseconds (what is eventually true, as across nodes). */
+async function eventually(read, accept, ms, what) {
+  const deadline = Date.now() + scaled(ms);
+  for (;;) {
+    const value = await read();
+    if (accept(value)) {
+      return value;
+    }
+    if (Date.now() > deadline) {
+      fail(`timed out after ${scaled(ms)} ms waiting for ${what}`, { last: value });
+    }
+    await sleep(20);
+  }
+}
+
 /**
  * A WebSocket class for the SDK that records every frame both ways and can take the
  * network away: `cut()` kills the open socket, and while `offline` is set new sockets
@@ -102,6 +124,7 @@ function recordingNetwork() {
     }
   }
   net.WebSocket = RecordingWebSocket;
+  net.opened = () => net.sockets.length;
   net.cut = () => {
     net.offline = true;
     for (const socket of net.sockets) {
@@ -120,13 +143,16 @@ function recordingNetwork() {
 
 /**
  * fetch and EventSource for the SDK's emulation transports (http_stream, sse), recording
- * every command posted to the emulation endpoint with its status, and able to take the
- * network away: `cut()` aborts every open stream, and while `offline` is set every
- * request fails as a network error would, until it is cleared.
+ * every command posted to the emulation endpoint with its status (`posts`) and every
+ * command that opened a stream (`connect`, and what the SDK sent with it), and able to
+ * take the network away: `cut()` aborts every open stream, and while `offline` is set
+ * every request fails as a network error would, until it is cleared.
  */
 function httpNetwork() {
   const { EventSource } = require('eventsource');
-  const net = { posts: [], streams: [], offline: false };
+  // `sent`: every request's commands in the order sent, posts and stream openings alike.
+  const net = { posts: [], streams: [], sent: [], openings: 0, offline: false };
+  const decode = (data) => data.split('\n').map((line) => JSON.parse(line));
   net.fetch = async (url, options = {}) => {
     if (net.offline) {
       throw new TypeError('fetch failed (network is down)');
@@ -137,10 +163,14 @@ function httpNetwork() {
     if (String(url).endsWith('/emulation')) {
       // Kept in the order sent: a reply may come down the stream before the post's answer.
       const body = JSON.parse(options.body);
-      post = { status: null, node: body.node,
-        commands: body.data.split('\n').map((line) => JSON.parse(line)) };
+      post = { status: null, node: body.node, commands: decode(body.data) };
       net.posts.push(post);
+      net.sent.push(post.commands);
     } else {
+      // http_stream posts its first commands as the body, sse puts them in `cf_connect`.
+      const initial = options.body || new URL(String(url)).searchParams.get('cf_connect');
+      net.sent.push(decode(initial));
+      net.openings += 1;
       net.streams.push(own);
     }
     const response = await fetch(url, { ...options, signal });
@@ -162,20 +192,42 @@ function httpNetwork() {
       stream.abort(new TypeError('network connection lost'));
     }
   };
-  /** Every command posted with this method, in order. */
-  net.commands = (method) => net.posts.flatMap((p) => p.commands).filter((cmd) => method in cmd);
+  /** Every command sent with this method, in order. */
+  net.commands = (method) => net.sent.flat().filter((cmd) => method in cmd);
+  /** How many streams were opened (connect attempts that reached the network). */
+  net.opened = () => net.openings;
   return net;
 }
 
+/** The recording network of TIDINGS_TRANSPORT: WebSocket frames, or HTTP requests for the
+ * emulation transports. Both have `commands(method)`, `opened()` and `cut()`. */
+function network() {
+  return TRANSPORT === 'websocket' ? recordingNetwork() : httpNetwork();
+}
+
 /** A Centrifuge client with fast reconnects, its state changes logged and kept in
- * `client.states` (not `history`, which is the SDK's own method). */
-function newClient(net, options, name = 'client', endpoint = WS_URL) {
+ * `client.states` (not `history`, which is the SDK's own method). Without an `endpoint`
+ * it connects over TIDINGS_TRANSPORT, alone in its transport list (no fallback), through
+ * `net` (from `network()`), to the node at `options.node` (default TIDINGS_HTTP_URL). */
+function newClient(net, options, name = 'client', endpoint = undefined) {
+  const { node, ...sdkOptions } = options;
+  const explicit = endpoint !== undefined;
+  let transportOptions = { websocket: net.WebSocket };
+  if (!explicit && TRANSPORT === 'websocket') {
+    endpoint = node === undefined ? WS_URL : node.replace(/^http/, 'ws') + '/connection/websocket';
+  } else if (!explicit) {
+    const base = node === undefined ? HTTP_URL : node;
+    endpoint = [{ transport: TRANSPORT, endpoint: base + STREAM_PATHS[TRANSPORT] }];
+    transportOptions = {
+      fetch: net.fetch, eventsource: net.EventSource, emulationEndpoint: base + '/emulation',
+    };
+  }
   const client = new Centrifuge(endpoint, {
-    websocket: net.WebSocket,
+    ...transportOptions,
     minReconnectDelay: 50,
     maxReconnectDelay: 300,
     timeout: scaled(3000),
-    ...options,
+    ...sdkOptions,
   });
   client.states = [];
   for (const event of ['connecting', 'connected', 'disconnected']) {
@@ -185,6 +237,10 @@ function newClient(net, options, name = 'client', endpoint = WS_URL) {
     });
   }
   client.on('error', (ctx) => log(`${name}.error`, { type: ctx.type, error: ctx.error }));
+  if (!explicit) {
+    client.on('connected', (ctx) => check(ctx.transport === TRANSPORT,
+      `${name} connected over ${ctx.transport}, not ${TRANSPORT}`, ctx));
+  }
   return client;
 }
 
@@ -221,15 +277,19 @@ function publish(channel, data) {
 module.exports = {
   Centrifuge,
   HTTP_URL,
+  STREAM_PATHS,
+  TRANSPORT,
   UnauthorizedError,
   api,
   check,
   collect,
   env,
+  eventually,
   fail,
   hardTimeout,
   httpNetwork,
   log,
+  network,
   newClient,
   ok,
   publish,

@@ -3,9 +3,12 @@
 // A subscribes asking for join/leave, B joins (A sees the join, presence shows both), B
 // publishes (both receive it, with B's info), a publish without permission is refused
 // with 103, B leaves (A sees the leave, presence shows A alone). On a namespace with
-// force_push_join_leave, C gets joins without asking.
+// force_push_join_leave, C gets joins without asking. With B_NODE_URL, B and D are
+// clients of another node: joins, leaves and publications cross between the nodes, and
+// presence converges there within PRESENCE_WITHIN ms (the cluster's documented bound).
 const {
-  check, collect, env, fail, hardTimeout, log, newClient, ok, recordingNetwork, tokens, waitFor,
+  check, collect, env, eventually, fail, hardTimeout, log, network, newClient, ok, tokens,
+  waitFor,
 } = require('./lib');
 
 hardTimeout(20000);
@@ -23,8 +26,10 @@ async function main() {
   const room = env('ROOM');
   const lobby = env('LOBBY');
   const denied = env('DENIED');
+  const bNode = env('B_NODE_URL', '') || undefined;
+  const within = Number(env('PRESENCE_WITHIN', '0'));
 
-  const a = newClient(recordingNetwork(), { token: tokens.a }, 'a');
+  const a = newClient(network(), { token: tokens.a }, 'a');
   const subA = a.newSubscription(room, { joinLeave: true });
   const pubsA = collect(subA, 'subA');
   const joinsA = [];
@@ -36,7 +41,7 @@ async function main() {
   await waitFor(() => subA.state === 'subscribed', 5000, 'A subscribed');
   const aId = a.states.find((h) => h.event === 'connected').client;
 
-  const b = newClient(recordingNetwork(), { token: tokens.b }, 'b');
+  const b = newClient(network(), { token: tokens.b, node: bNode }, 'b');
   const subB = b.newSubscription(room);
   const pubsB = collect(subB, 'subB');
   subB.on('join', (ctx) => fail('B did not ask for join/leave but got a join', ctx));
@@ -49,14 +54,17 @@ async function main() {
   const join = joinsA.find((i) => i.client === bId);
   check(join.user === 'bob', 'join carries the wrong user', join);
 
-  const presence = await subA.presence();
+  const both = [aId, bId].sort().join();
+  const presence = await eventually(() => subA.presence(),
+    (p) => Object.keys(p.clients).sort().join() === both, within, 'presence of exactly A and B');
   log('presence', presence);
-  check(Object.keys(presence.clients).sort().join() === [aId, bId].sort().join(),
-    'presence does not hold exactly A and B', presence);
   check(presence.clients[aId].user === 'alice' && presence.clients[aId].connInfo.name === 'Alice',
     "A's presence entry lacks its user or conn_info", presence.clients[aId]);
-  const stats = await subA.presenceStats();
-  check(stats.numClients === 2 && stats.numUsers === 2, 'wrong stats with two clients', stats);
+  const stats = await eventually(() => subA.presenceStats(),
+    (st) => st.numClients === 2 && st.numUsers === 2, within, 'stats of two clients');
+  const seenByB = await eventually(() => subB.presence(),
+    (p) => Object.keys(p.clients).sort().join() === both, within, 'the same presence at B');
+  check(seenByB.clients[aId].user === 'alice', "B does not see A's user", seenByB);
 
   await subB.publish({ text: 'hi from bob' });
   await waitFor(() => pubsA.length >= 1 && pubsB.length >= 1, 5000, 'the client publication');
@@ -73,13 +81,13 @@ async function main() {
 
   b.disconnect();
   await waitFor(() => leavesA.some((i) => i.client === bId), 5000, "B's leave at A");
-  const after = await subA.presenceStats();
-  check(after.numClients === 1 && after.numUsers === 1, 'wrong stats after B left', after);
-  const alone = await subA.presence();
-  check(Object.keys(alone.clients).join() === aId, 'presence after B left is not A alone', alone);
+  const after = await eventually(() => subA.presenceStats(),
+    (st) => st.numClients === 1 && st.numUsers === 1, within, 'stats of one client after B left');
+  await eventually(() => subA.presence(), (p) => Object.keys(p.clients).join() === aId, within,
+    'presence of A alone after B left');
 
   // force_push_join_leave: C gets the join of D without asking for it.
-  const c = newClient(recordingNetwork(), { token: tokens.a }, 'c');
+  const c = newClient(network(), { token: tokens.a }, 'c');
   const subC = c.newSubscription(lobby);
   collect(subC, 'subC');
   const joinsC = [];
@@ -87,7 +95,7 @@ async function main() {
   subC.subscribe();
   c.connect();
   await waitFor(() => subC.state === 'subscribed', 5000, 'C subscribed');
-  const d = newClient(recordingNetwork(), { token: tokens.b }, 'd');
+  const d = newClient(network(), { token: tokens.b, node: bNode }, 'd');
   const subD = d.newSubscription(lobby);
   collect(subD, 'subD');
   subD.subscribe();

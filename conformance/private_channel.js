@@ -2,7 +2,7 @@
 // A `$` channel needs a subscription token: the Subscription's getToken is called with
 // the channel, its token is accepted; a token for another channel is refused (103).
 const {
-  check, collect, env, hardTimeout, log, newClient, ok, publish, recordingNetwork, tokens, waitFor,
+  check, collect, env, hardTimeout, log, network, newClient, ok, publish, tokens, waitFor,
 } = require('./lib');
 
 hardTimeout(15000);
@@ -10,7 +10,7 @@ hardTimeout(15000);
 async function main() {
   const channel = env('CHANNEL');
   const other = env('OTHER_CHANNEL');
-  const net = recordingNetwork();
+  const net = network();
   const client = newClient(net, { token: tokens.main });
   const asked = [];
   const sub = client.newSubscription(channel, {

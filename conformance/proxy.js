@@ -6,7 +6,7 @@
 // a terminal disconnect code of the application's own range, and the SDK stops.
 const http = require('http');
 const {
-  check, collect, env, hardTimeout, log, newClient, ok, recordingNetwork, sleep, scaled,
+  check, collect, env, hardTimeout, log, network, newClient, ok, sleep, scaled,
   waitFor,
 } = require('./lib');
 
@@ -43,7 +43,7 @@ function backend(port) {
 
 async function main() {
   const server = await backend(Number(env('BACKEND_PORT')));
-  const net = recordingNetwork();
+  const net = network();
   const client = newClient(net, { data: { secret: 'letmein' } });
   client.connect();
   await waitFor(() => client.state === 'connected', 5000, 'the connection');
@@ -86,7 +86,7 @@ async function main() {
   check(pubs.length === 1, 'the refused publication was delivered', { pubs });
   client.disconnect();
 
-  const intruderNet = recordingNetwork();
+  const intruderNet = network();
   const intruder = newClient(intruderNet, { data: { secret: 'guess' } }, 'intruder');
   intruder.connect();
   await waitFor(() => intruder.state === 'disconnected', 5000, 'the refusal');

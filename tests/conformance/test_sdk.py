@@ -23,6 +23,8 @@ pytestmark = pytest.mark.node
 
 CONFORMANCE = ROOT / "conformance"
 NODE = shutil.which("node")
+#: The SDK's transports; a scenario runs over one of them (``TIDINGS_TRANSPORT``, lib.js).
+TRANSPORTS = ["websocket", "http_stream", "sse"]
 #: The server's grace after a token expires (``client.expired_close_delay``), in seconds.
 EXPIRED_CLOSE_DELAY = 1
 CONFIG = """
@@ -169,13 +171,18 @@ def test_expired_token_gets_a_new_one_and_reconnects(node: ServeProcess) -> None
     assert len(closes) == 1
 
 
-def test_invalid_token_is_terminal(node: ServeProcess) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invalid_token_is_terminal(node: ServeProcess, transport: str) -> None:
     forged = jwt.encode({"sub": "alice"}, "another-secret-of-at-least-32-bytes!", "HS256")
-    (ok,) = events(run_scenario(node, "invalid_token.js", {"invalid": forged}), "ok")
+    lines = run_scenario(
+        node, "invalid_token.js", {"invalid": forged}, TIDINGS_TRANSPORT=transport
+    )
+    (ok,) = events(lines, "ok")
     assert ok["code"] == 3500
 
 
-def test_private_channel_with_a_subscription_token(node: ServeProcess) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_private_channel_with_a_subscription_token(node: ServeProcess, transport: str) -> None:
     channel = "$" + unique("secret")
     run_scenario(
         node,
@@ -183,7 +190,22 @@ def test_private_channel_with_a_subscription_token(node: ServeProcess) -> None:
         {"main": token("bob"), "sub": token("bob", channel=channel)},
         CHANNEL=channel,
         OTHER_CHANNEL="$" + unique("other"),
+        TIDINGS_TRANSPORT=transport,
     )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_many_subscriptions_on_one_connection(node: ServeProcess, transport: str) -> None:
+    lines = run_scenario(
+        node,
+        "many_subscriptions.js",
+        {"main": token("alice")},
+        CHANNEL_PREFIX=unique("many"),
+        COUNT="50",
+        TIDINGS_TRANSPORT=transport,
+    )
+    (ok,) = events(lines, "ok")
+    assert (ok["subscriptions"], ok["kept"], ok["transport"]) == (50, 25, transport)
 
 
 def test_subscription_token_refresh_before_expiry(node: ServeProcess) -> None:
@@ -239,7 +261,8 @@ def _exp(raw: str) -> int:
     return int(exp)
 
 
-def test_history_with_limit_since_and_reverse(node: ServeProcess) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_history_with_limit_since_and_reverse(node: ServeProcess, transport: str) -> None:
     lines = run_scenario(
         node,
         "history.js",
@@ -247,6 +270,7 @@ def test_history_with_limit_since_and_reverse(node: ServeProcess) -> None:
         CHANNEL=unique("hist:feed"),
         OFF_CHANNEL=unique("live:feed"),
         CLOSED_CHANNEL=unique("news"),
+        TIDINGS_TRANSPORT=transport,
     )
     done = events(lines, "ok")[0]
     assert (done["first"], done["rest"]) == (2, 2)
