@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -137,6 +138,22 @@ async def test_who_is_online_comes_from_presence_and_join_leave(start: Start) ->
     assert (gone["channel"], gone["leave"]["info"]["user"]) == (ONLINE_CHANNEL, "bob")
     assert await _online(server) == ["alice"]
     alice.close()
+
+
+async def test_a_configured_demo_namespace_without_presence_is_said_plainly(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        {"server.demo": True}, toml='[[namespaces]]\nname = "demo"\n', tmp_path=tmp_path
+    )
+    async with aiohttp.ClientSession() as http:
+        server = await start_server(settings, http)
+        try:
+            async with http.get(f"{server.url}/demo/presence") as r:
+                assert r.status == 503
+                assert "keeps no presence" in (await r.json())["error"]
+        finally:
+            await server.stop()
 
 
 def test_demo_mode_adds_the_demo_namespace_unless_configured() -> None:
