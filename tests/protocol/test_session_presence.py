@@ -11,8 +11,8 @@ from tests.fakes import T0, Client, FakeHost, settings, token
 from tidings.codes import ErrorCode
 from tidings.config import ClientSettings, NamespaceSettings
 from tidings.presence import ClientInfo
+from tidings.protocol.calls import MAX_OPERATIONS_IN_FLIGHT
 from tidings.protocol.operations import INTERNAL, PublishCall, Published, Rejected
-from tidings.protocol.session import MAX_OPERATIONS_IN_FLIGHT
 
 NAMESPACES = [
     # presence for subscribers, join/leave on request

@@ -10,6 +10,7 @@ import pytest
 from tests.fakes import T0, WALL, Client, FakeHost, settings
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import NamespaceSettings
+from tidings.protocol.calls import MAX_OPERATIONS_IN_FLIGHT
 from tidings.protocol.operations import (
     INTERNAL,
     Answered,
@@ -29,11 +30,7 @@ from tidings.protocol.operations import (
     SubscribeCall,
     Subscribed,
 )
-from tidings.protocol.session import (
-    MAX_OPERATIONS_IN_FLIGHT,
-    MAX_WAITING_COMMANDS,
-    SessionState,
-)
+from tidings.protocol.session import MAX_WAITING_COMMANDS, SessionState
 
 
 def make_host(*events: str) -> FakeHost:
