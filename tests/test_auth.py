@@ -376,5 +376,10 @@ class TestMint:
 
     def test_subscription_token(self) -> None:
         tok = mint_token(SECRET, "alice", channel="$c", clock=lambda: NOW)
-        assert verifier().subscription(tok, "$c", "alice", "cid").channel == "$c"
+        claims = verifier().subscription(tok, "$c", "alice", "cid")
+        assert (claims.channel, claims.info) == ("$c", None)
         refused(verifier(), tok, "subscription")
+
+    def test_subscription_token_info_is_the_channel_info(self) -> None:
+        tok = mint_token(SECRET, "alice", channel="$c", info={"role": "editor"}, clock=lambda: NOW)
+        assert verifier().subscription(tok, "$c", "alice", "cid").info == b'{"role":"editor"}'

@@ -3,7 +3,7 @@
 Claims follow the Centrifugo conventions so existing token issuers keep working:
 connection tokens carry ``sub``, ``exp`` (or ``expire_at``), ``channels`` (server-side
 subscriptions) and ``info``; subscription tokens carry ``channel``, ``sub``, optionally
-``client``, and ``exp``. HMAC (HS256/384/512) and RSA/ECDSA public keys are accepted; the
+``client``, ``exp`` and ``info`` (the subscriber's channel info). HMAC (HS256/384/512) and RSA/ECDSA public keys are accepted; the
 algorithm family is fixed by the configured key, so ``alg: none`` and algorithm confusion
 (an HMAC token signed with the public key's text) are refused.
 """
@@ -48,6 +48,8 @@ class SubscriptionClaims:
     channel: str
     user: str
     expires_at: int
+    #: Compact JSON of the ``info`` claim: the subscriber's channel info (``chan_info``).
+    info: bytes | None = None
 
 
 class TokenVerifier:
@@ -147,12 +149,7 @@ class TokenVerifier:
             raise TokenError("channels must be a list of strings")
         for i, channel in enumerate(channels):
             _check_name(f"channels[{i}]", channel_problem(channel))
-        info = claims.get("info")
-        try:
-            info_json = None if info is None else orjson.dumps(info)
-        except orjson.JSONEncodeError:  # e.g. an integer over 64 bits, valid in JSON
-            raise TokenError("info cannot be encoded") from None
-        return ConnectionClaims(user, expires_at, tuple(channels), info_json)
+        return ConnectionClaims(user, expires_at, tuple(channels), _info(claims))
 
     def subscription(self, token: str, channel: str, user: str, client: str) -> SubscriptionClaims:
         """Verifies a subscription token for ``channel`` held by ``user`` on ``client``.
@@ -169,7 +166,20 @@ class TokenVerifier:
             raise TokenError("token is for another user")
         if claims.get("client") not in (None, "", client):
             raise TokenError("token is for another client")
-        return SubscriptionClaims(channel, user, self._expiry(claims))
+        return SubscriptionClaims(channel, user, self._expiry(claims), _info(claims))
+
+
+def _info(claims: dict[str, Any]) -> bytes | None:
+    """The ``info`` claim as compact JSON, None when absent.
+
+    Raises:
+        TokenError: it cannot be encoded again.
+    """
+    info = claims.get("info")
+    try:
+        return None if info is None else orjson.dumps(info)
+    except orjson.JSONEncodeError:  # e.g. an integer over 64 bits, valid in JSON
+        raise TokenError("info cannot be encoded") from None
 
 
 def _check_name(claim: str, problem: str | None) -> None:

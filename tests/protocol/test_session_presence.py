@@ -144,6 +144,27 @@ class TestJoinLeaveRequests:
         assert info == ClientInfo("alice", alice.session.client_id, b'{"n":1}')
         assert push is False
 
+    def test_a_subscription_token_s_info_is_the_channel_info(self, host: FakeHost) -> None:
+        alice = connected(host, info={"n": 1})
+        tok = token(channel="room:1", info={"role": "editor"})
+        assert "error" not in subscribe(alice, "room:1", token=tok)
+        subscribe(alice, "room:2", cid=3)
+        me = alice.session.client_id
+        on_1 = ClientInfo("alice", me, b'{"n":1}', b'{"role":"editor"}')
+        assert self.tracked(host, alice, "room:1")[0] == on_1
+        assert self.tracked(host, alice, "room:2")[0] == ClientInfo("alice", me, b'{"n":1}')
+        # Its publications carry it too, on that channel only.
+        alice.send({"id": 4, "publish": {"channel": "room:1", "data": 1}})
+        alice.send({"id": 5, "publish": {"channel": "room:2", "data": 2}})
+        assert [call.info for call in publishes(alice)] == [
+            on_1.to_json(),
+            ClientInfo("alice", me, b'{"n":1}').to_json(),
+        ]
+        # It belongs to that subscription: subscribed again without the token, it is gone.
+        alice.send({"id": 6, "unsubscribe": {"channel": "room:1"}})
+        subscribe(alice, "room:1", cid=7)
+        assert self.tracked(host, alice, "room:1")[0] == ClientInfo("alice", me, b'{"n":1}')
+
     def test_asked_and_allowed(self, host: FakeHost) -> None:
         alice = connected(host)
         subscribe(alice, "room:1", join_leave=True)

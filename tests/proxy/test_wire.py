@@ -139,6 +139,9 @@ class TestAnswers:
     def test_subscribe_and_rpc(self) -> None:
         assert answer(SUBSCRIBE, {"result": {"data": "hi"}}) == Subscribed(b'"hi"')
         assert answer(SUBSCRIBE, {"result": {}}) == Subscribed()
+        assert answer(SUBSCRIBE, {"result": {"info": {"role": "editor"}}}) == Subscribed(
+            None, b'{"role":"editor"}'
+        )
         assert answer(RPC, {"result": {"data": {"sum": 3}}}) == Answered(b'{"sum":3}')
 
     @pytest.mark.parametrize(

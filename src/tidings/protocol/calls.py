@@ -130,7 +130,7 @@ def publish(session: SessionCore, command: Command, request: PublishRequest) -> 
 
 def _append(session: SessionCore, command_id: int, channel: str, data: bytes) -> None:
     """An allowed publication leaves for the log."""
-    info = session.client_info.to_json()
+    info = session.client_info_on(channel).to_json()
     session._start(
         PublishCall(
             session._ticket(),

@@ -87,6 +87,7 @@ class SessionCore(ABC):
         "_tickets",
         "_waiting",
         "_wall_offset",
+        "chan_info",
         "channels",
         "client_id",
         "info",
@@ -138,6 +139,8 @@ class SessionCore(ABC):
         self.info: bytes | None = None
         self.channels: set[str] = set()
         self.server_channels: frozenset[str] = frozenset()
+        #: Channel info of the subscriptions that have one (subscription token, proxy).
+        self.chan_info: dict[str, bytes] = {}
 
 
     # ------------------------------------------------------------------ outputs
@@ -177,6 +180,10 @@ class SessionCore(ABC):
         """This connection as others see it in presence, join/leave and publications."""
         return ClientInfo(self.user, self.client_id, self.info)
 
+    def client_info_on(self, channel: str) -> ClientInfo:
+        """This connection as the subscribers of ``channel`` see it: with its channel info."""
+        return ClientInfo(self.user, self.client_id, self.info, self.chan_info.get(channel))
+
     # ------------------------------------------------------------------ lifecycle
     # The node's registry holds Sessions, so only Session can hand itself to it.
     @abstractmethod
@@ -200,6 +207,7 @@ class SessionCore(ABC):
         for channel in self.channels:
             self._host.unsubscribe(self._subscriber, channel)
         self.channels = set()
+        self.chan_info.clear()
         if was_connected:
             self._release()
 

@@ -200,9 +200,12 @@ class Refreshed:
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
-    """The subscribe proxy allowed the subscription; ``data`` goes to the client."""
+    """The subscribe proxy allowed the subscription; ``data`` goes to the client, ``info``
+    is the subscriber's channel info (``chan_info``) in presence, join/leave and its
+    publications."""
 
     data: bytes | None = None
+    info: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ def subscribe(
     if refused is not None:
         session._error(command, refused)
         return
-    result = enter(session, request)
+    result = enter(session, request, None if sub_claims is None else sub_claims.info)
     if sub_claims is not None and sub_claims.expires_at:
         _expire_at(session, channel, sub_claims.expires_at, now, result)
     session._reply(command, result)
@@ -152,18 +152,23 @@ def subscribed(session: SessionCore, call: SubscribeCall, outcome: Outcome) -> N
     if len(session.channels) >= session._settings.max_subscriptions:
         session._error(command, ErrorCode.LIMIT_EXCEEDED, _TOO_MANY)
         return
-    result = enter(session, call.request)
+    result = enter(session, call.request, outcome.info)
     if outcome.data is not None:
         result["data"] = raw(outcome.data)
     session._reply(command, result)
 
 
-def enter(session: SessionCore, request: SubscribeRequest) -> dict[str, Any]:
-    """Adds an allowed subscription; returns its result."""
+def enter(
+    session: SessionCore, request: SubscribeRequest, chan_info: bytes | None = None
+) -> dict[str, Any]:
+    """Adds an allowed subscription (with its channel info, when it has one); returns its
+    result."""
     outcome = session._host.subscribe(
         session._subscriber, request.channel, request.position if request.recover else None
     )
     session.channels.add(request.channel)
+    if chan_info is not None:
+        session.chan_info[request.channel] = chan_info
     name = parse_channel(request.channel)
     options = session._host.channel_options(name) if name is not None else None
     if name is not None and options is not None:
@@ -177,6 +182,7 @@ def unsubscribe(session: SessionCore, command: Command, request: UnsubscribeRequ
     channel = request.channel
     if channel in session.channels and channel not in session.server_channels:
         session.channels.discard(channel)
+        session.chan_info.pop(channel, None)
         session._host.unsubscribe(session._subscriber, channel)
         if session._sub_expiry:
             session._sub_expiry.pop(channel, None)
@@ -236,6 +242,7 @@ def server_unsubscribe(session: SessionCore, channel: str) -> bool:
     if channel not in session.channels:
         return False
     session.channels.discard(channel)
+    session.chan_info.pop(channel, None)
     session.server_channels = session.server_channels - {channel}
     session._host.unsubscribe(session._subscriber, channel)
     if session._sub_expiry:
@@ -266,4 +273,5 @@ def wants_join_leave(
 
 def track(session: SessionCore, channel: str, push_join_leave: bool) -> None:
     """Enters a new subscription into presence (and join/leave, with ``push_join_leave``)."""
-    session._host.track(session._subscriber, channel, session.client_info, push_join_leave)
+    info = session.client_info_on(channel)
+    session._host.track(session._subscriber, channel, info, push_join_leave)

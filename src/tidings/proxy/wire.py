@@ -137,7 +137,7 @@ def decode_answer(operation: Operation, answer: bytes) -> Outcome:
             _bool(result, "expired"), _unix_time(result, "expire_at"), _json(result, "info")
         )
     if isinstance(operation, SubscribeCall):
-        return Subscribed(_json(result, "data"))
+        return Subscribed(_json(result, "data"), _json(result, "info"))
     if isinstance(operation, ProxyPublishCall):
         return Approved(_json(result, "data"))
     return Answered(_json(result, "data"))
