@@ -264,7 +264,7 @@ async def test_workers_share_the_port_and_all_deliver(
             request = urllib.request.Request(node.url + "/api/info", headers={"X-API-Key": API_KEY})
             try:
                 with urllib.request.urlopen(request, timeout=2) as r:
-                    (info,) = json.loads(r.read())["result"]["nodes"]
+                    info = json.loads(r.read())["result"]["nodes"][0]  # the answering worker
                 if info["ready"]:
                     seen_workers.add(info["name"])
             except OSError:
