@@ -3,9 +3,10 @@
 Claims follow the Centrifugo conventions so existing token issuers keep working:
 connection tokens carry ``sub``, ``exp`` (or ``expire_at``), ``channels`` (server-side
 subscriptions) and ``info``; subscription tokens carry ``channel``, ``sub``, optionally
-``client``, ``exp`` and ``info`` (the subscriber's channel info). HMAC (HS256/384/512) and RSA/ECDSA public keys are accepted; the
-algorithm family is fixed by the configured key, so ``alg: none`` and algorithm confusion
-(an HMAC token signed with the public key's text) are refused.
+``client``, ``exp`` and ``info`` (the subscriber's channel info). HMAC (HS256/384/512)
+and RSA/ECDSA public keys are accepted; the algorithm family is fixed by the configured
+key, so ``alg: none`` and algorithm confusion (an HMAC token signed with the public key's
+text) are refused.
 """
 
 from __future__ import annotations
