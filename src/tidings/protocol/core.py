@@ -116,12 +116,14 @@ class SessionCore(ABC):
         self._wall_offset = (wall_clock if wall_clock is not None else now) - now
         self._output: list[bytes] = []
         self._operations: list[Operation] = []
-        #: Tickets of the operations out, and the last ticket given.
-        self._in_flight: set[int] = set()
+        #: Tickets of the operations out, and the last ticket given. The containers that
+        #: most sessions never use are made on first use: an idle connection is a few
+        #: hundred bytes, and an empty deque alone is over 600.
+        self._in_flight: set[int] | None = None
         self._tickets = 0
         #: The ticket of the connect or subscribe that later commands wait for, or 0.
         self._holder = 0
-        self._waiting: deque[Command] = deque()
+        self._waiting: deque[Command] | None = None
         #: The connection expires by the refresh proxy's word, not by a token's.
         self._server_refresh = False
         self._refreshing = False
@@ -140,7 +142,7 @@ class SessionCore(ABC):
         self.channels: set[str] = set()
         self.server_channels: frozenset[str] = frozenset()
         #: Channel info of the subscriptions that have one (subscription token, proxy).
-        self.chan_info: dict[str, bytes] = {}
+        self.chan_info: dict[str, bytes] | None = None
 
 
     # ------------------------------------------------------------------ outputs
@@ -162,7 +164,7 @@ class SessionCore(ABC):
     @property
     def pending(self) -> int:
         """How many operations are out (given to the host and not completed)."""
-        return len(self._in_flight)
+        return len(self._in_flight) if self._in_flight else 0
 
     @property
     def close_code(self) -> int | None:
@@ -182,7 +184,8 @@ class SessionCore(ABC):
 
     def client_info_on(self, channel: str) -> ClientInfo:
         """This connection as the subscribers of ``channel`` see it: with its channel info."""
-        return ClientInfo(self.user, self.client_id, self.info, self.chan_info.get(channel))
+        chan_info = self.chan_info.get(channel) if self.chan_info else None
+        return ClientInfo(self.user, self.client_id, self.info, chan_info)
 
     # ------------------------------------------------------------------ lifecycle
     # The node's registry holds Sessions, so only Session can hand itself to it.
@@ -203,11 +206,11 @@ class SessionCore(ABC):
         """The transport is gone: drop every subscription and leave the node."""
         was_connected = self.state is SessionState.CONNECTED
         self.state = SessionState.CLOSED
-        self._waiting.clear()
+        self._waiting = None
         for channel in self.channels:
             self._host.unsubscribe(self._subscriber, channel)
         self.channels = set()
-        self.chan_info.clear()
+        self.chan_info = None
         if was_connected:
             self._release()
 
@@ -255,6 +258,8 @@ class SessionCore(ABC):
         return self._tickets
 
     def _start(self, operation: Operation) -> None:
+        if self._in_flight is None:
+            self._in_flight = set()
         self._in_flight.add(operation.ticket)
         self._operations.append(operation)
         if operation.holds:

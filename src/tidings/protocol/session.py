@@ -30,6 +30,7 @@ protocol logic.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Protocol
 
 from tidings.codes import DisconnectCode, ErrorCode
@@ -123,7 +124,7 @@ class Session(SessionCore):
         """The host performed ``operation``: produces its reply (or close), then runs the
         commands that waited for it. An operation completed twice, or after the session
         closed, is ignored."""
-        if operation.ticket not in self._in_flight:
+        if not self._in_flight or operation.ticket not in self._in_flight:
             return
         self._in_flight.discard(operation.ticket)
         if self.state is SessionState.CLOSED:
@@ -171,6 +172,8 @@ class Session(SessionCore):
             if self._holder and (command.method or self.state is SessionState.CONNECTING):
                 # A connect or subscribe is out: this command must see its effect (a pong
                 # of a connected client changes nothing it could see).
+                if self._waiting is None:
+                    self._waiting = deque()
                 if len(self._waiting) >= MAX_WAITING_COMMANDS:
                     self._disconnect(DisconnectCode.TOO_MANY_REQUESTS, "too many commands")
                     return

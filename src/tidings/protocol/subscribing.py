@@ -168,6 +168,8 @@ def enter(
     )
     session.channels.add(request.channel)
     if chan_info is not None:
+        if session.chan_info is None:
+            session.chan_info = {}
         session.chan_info[request.channel] = chan_info
     name = parse_channel(request.channel)
     options = session._host.channel_options(name) if name is not None else None
@@ -182,7 +184,8 @@ def unsubscribe(session: SessionCore, command: Command, request: UnsubscribeRequ
     channel = request.channel
     if channel in session.channels and channel not in session.server_channels:
         session.channels.discard(channel)
-        session.chan_info.pop(channel, None)
+        if session.chan_info:
+            session.chan_info.pop(channel, None)
         session._host.unsubscribe(session._subscriber, channel)
         if session._sub_expiry:
             session._sub_expiry.pop(channel, None)
@@ -242,7 +245,8 @@ def server_unsubscribe(session: SessionCore, channel: str) -> bool:
     if channel not in session.channels:
         return False
     session.channels.discard(channel)
-    session.chan_info.pop(channel, None)
+    if session.chan_info:
+        session.chan_info.pop(channel, None)
     session.server_channels = session.server_channels - {channel}
     session._host.unsubscribe(session._subscriber, channel)
     if session._sub_expiry:

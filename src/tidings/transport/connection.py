@@ -104,7 +104,9 @@ class Connection(abc.ABC):
         self.host = host
         #: The client as the backend is told of it (transport, address, allowed headers).
         self.peer = peer or Peer(self.kind)
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Backend calls under way; made at the first (an empty set is 216 bytes, and most
+        #: connections never make one).
+        self._tasks: set[asyncio.Task[None]] | None = None
         self.transport = transport
         self.session: Session | None = None
         self._framing = framing
@@ -205,6 +207,8 @@ class Connection(abc.ABC):
         """Starts the operations the session handed over."""
         for operation in session.take_operations():
             task = asyncio.get_running_loop().create_task(self._complete(session, operation))
+            if self._tasks is None:
+                self._tasks = set()
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
