@@ -9,9 +9,9 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -28,6 +28,8 @@ from tests.system.harness import (
     unique,
 )
 from tidings.auth import mint_token
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
@@ -130,17 +132,30 @@ async def until(predicate: Any, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def presence_becomes(peer: Peer, channel: str, users: set[str], within: float) -> float:
-    """Polls ``presence`` until it lists exactly ``users``; returns the seconds it took."""
+async def settled(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str, within: float
+) -> tuple[T, float]:
+    """Polls ``read()`` until ``done`` accepts its value; returns it and the seconds it took."""
     start = time.monotonic()
     deadline = start + within * TIME_SCALE
     while True:
-        seen = await peer.presence(channel)
-        if seen == users:
-            return time.monotonic() - start
+        value = await read()
+        if done(value):
+            return value, time.monotonic() - start
         if time.monotonic() > deadline:
-            raise AssertionError(f"presence is {seen}, not {users}, after {within}s")
+            raise AssertionError(f"{what} is {value!r} after {within}s")
         await asyncio.sleep(0.05)
+
+
+async def presence_becomes(peer: Peer, channel: str, users: set[str], within: float) -> float:
+    """Polls ``presence`` until it lists exactly ``users``; returns the seconds it took."""
+    _, took = await settled(
+        lambda: peer.presence(channel),
+        lambda seen: seen == users,
+        f"presence, not {users},",
+        within,
+    )
+    return took
 
 
 def api(url: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -155,14 +170,13 @@ def api(url: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
 
 async def until_nodes(url: str, count: int, within: float) -> list[dict[str, Any]]:
     """``info``'s nodes once there are ``count`` of them."""
-    deadline = time.monotonic() + within * TIME_SCALE
-    while True:
+
+    async def read() -> list[dict[str, Any]]:
         nodes: list[dict[str, Any]] = api(url, "info", {})["nodes"]
-        if len(nodes) == count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise AssertionError(f"info lists {len(nodes)} nodes, not {count}, after {within}s")
-        await asyncio.sleep(0.05)
+        return nodes
+
+    nodes, _ = await settled(read, lambda n: len(n) == count, f"info, not {count} nodes,", within)
+    return nodes
 
 
 async def test_presence_join_leave_and_publish_across_nodes(
