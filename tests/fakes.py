@@ -268,3 +268,11 @@ class Client:
         assert len(replies) == 1 and replies[0]["id"] == cid, replies
         result: dict[str, Any] = replies[0]["connect"]
         return result
+
+
+def session_of(user: str) -> Session:
+    """A bare session of ``user`` that the node can admit and release (no protocol)."""
+    session = Session.__new__(Session)
+    session.user = user
+    session._subscriber = None  # the node keeps each session's handle for server commands
+    return session

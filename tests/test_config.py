@@ -495,6 +495,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "allow_publish_for_client": False,
             "allow_publish_for_anonymous": False,
             "proxy_publish": False,
+            "lifecycle_events": False,
         }
         assert m["cluster"] == {
             "control_exchange": "",
@@ -607,3 +608,49 @@ class TestPresenceAndPublishOptions:
     )
     def test_refused(self, tmp_path: Path, toml: str, key: str) -> None:
         assert error(tmp_path, toml).key == key
+
+
+class TestEvents:
+    AMQP = "[amqp]\nurl = 'amqp://guest:guest@127.0.0.1:5672/'\n"
+
+    def test_off_by_default(self, tmp_path: Path) -> None:
+        s = load(tmp_path)
+        assert s.amqp.events_exchange is None
+        assert (s.amqp.events_prefix, s.amqp.events_buffer) == ("tidings", 10_000)
+        assert not s.channels.lifecycle_events
+
+    def test_from_file_and_env(self, tmp_path: Path) -> None:
+        toml = (
+            self.AMQP + "events_exchange = 'app.events'\nevents_buffer = 50\n"
+            "[[namespaces]]\nname = 'room'\nlifecycle_events = true\n"
+        )
+        s = load(tmp_path, toml, env={"TIDINGS_AMQP_EVENTS_PREFIX": "shop.rt"})
+        assert (s.amqp.events_exchange, s.amqp.events_buffer) == ("app.events", 50)
+        assert s.amqp.events_prefix == "shop.rt"
+        room = s.namespace("room")
+        assert room is not None and room.lifecycle_events
+
+    @pytest.mark.parametrize(
+        ("toml", "key", "reason"),
+        [
+            ("[amqp]\nevents_exchange = 'x'\n", "amqp.events_exchange", "needs amqp.url"),
+            (AMQP + "events_exchange = ''\n", "amqp.events_exchange", "must not be empty"),
+            (AMQP + "events_exchange = 'tidings'\n", "amqp.events_exchange", "must differ"),
+            (
+                AMQP + "quarantine_exchange = 'q'\nevents_exchange = 'q'\n",
+                "amqp.events_exchange",
+                "must differ",
+            ),
+            (AMQP + "events_buffer = 0\n", "amqp.events_buffer", "at least 1"),
+            (AMQP + "events_prefix = 'a..b'\n", "amqp.events_prefix", "dot-separated"),
+            (AMQP + "events_prefix = 'a.#'\n", "amqp.events_prefix", "dot-separated"),
+            (
+                "[[namespaces]]\nname = 'room'\nlifecycle_events = true\n",
+                "namespaces[0].lifecycle_events",
+                "needs amqp.events_exchange",
+            ),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, toml: str, key: str, reason: str) -> None:
+        refused = error(tmp_path, toml)
+        assert refused.key == key and reason in str(refused)

@@ -42,11 +42,19 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.subscription",
             "tidings.commands",
             "tidings.presence",
+            "tidings.events",
         ),
     ),
     (
         "rules",
-        ("tidings.router", "tidings.topic", "tidings.config", "tidings.channels", "tidings.auth"),
+        (
+            "tidings.router",
+            "tidings.topic",
+            "tidings.config",
+            "tidings.channels",
+            "tidings.auth",
+            "tidings.lifecycle",
+        ),
     ),
     (
         "protocol core",

@@ -9,13 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fakes import Sink, settings
+from tests.fakes import Sink, session_of, settings
 from tests.transport.memory import MemoryTransport, server_frames
 from tidings.codes import DisconnectCode
 from tidings.config import ClientSettings, Settings
 from tidings.log.memory import MemoryLog
 from tidings.node import Node, PublishError
-from tidings.protocol.session import Session
 from tidings.record import Record
 from tidings.router import CHANNEL_HEADER
 from tidings.transport.websocket import WebSocketConnection
@@ -131,13 +130,6 @@ async def test_an_invalid_publish_is_refused(channels: list[Any], data: object) 
 
 
 # ---------------------------------------------------------------------- limits
-def session_of(user: str) -> Session:
-    session = Session.__new__(Session)
-    session.user = user
-    session._subscriber = None  # the node keeps each session's handle for server commands
-    return session
-
-
 def test_connection_limits_per_node_and_per_user() -> None:
     limits = ClientSettings(max_connections=3, max_connections_per_user=2)
     node = make_node(settings(client=limits))

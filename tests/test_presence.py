@@ -13,6 +13,8 @@ from tidings.presence import (
     Hello,
     Presence,
     Snapshot,
+    UserChange,
+    UserDelta,
     decode_message,
     encode_message,
 )
@@ -173,8 +175,107 @@ class TestMessages:
             b'{"type":"snapshot","worker":"w","seq":1,"channels":{"c":{}}}',
             b'{"type":"snapshot","worker":"w","seq":1,"channels":{},"node":[1]}',
             b'{"type":"gossip","worker":"w","seq":1}',
+            b'{"type":"online","worker":"w","seq":1,"user":"","since":1}',
+            b'{"type":"online","worker":"w","seq":1,"user":"a","since":0}',
+            b'{"type":"offline","worker":"w","seq":1,"user":"a","since":true}',
+            b'{"type":"snapshot","worker":"w","seq":1,"channels":{},"users":{"a":"1"}}',
+            b'{"type":"snapshot","worker":"w","seq":1,"channels":{},"started":"x"}',
+            b'{"type":"snapshot","worker":"w","seq":1,"channels":{},"settled":1}',
         ],
     )
     def test_malformed(self, body: bytes) -> None:
         with pytest.raises(ValueError):
             decode_message(body)
+
+
+class TestUsers:
+    """User presence: who is connected anywhere, and when that changes."""
+
+    def test_local_stays_are_numbered_and_change_once(self) -> None:
+        view = Presence(15.0, "w1")
+        first = view.add_local_user("alice")
+        assert first >= 1 and view.add_local_user("alice") == 0
+        assert view.online("alice") and view.local_users() == {"alice": first}
+        assert view.user_changes() == [UserChange("online", "alice", "w1", first)]
+        assert view.user_changes() == []
+        assert view.remove_local_user("alice") == first
+        assert view.remove_local_user("alice") == 0
+        assert view.user_changes() == [
+            UserChange("offline", "alice", "w1", first, "disconnect")
+        ]
+        assert not view.online("alice")
+        assert view.add_local_user("alice") > first  # a new stay, a new number
+
+    def test_one_online_and_one_offline_for_tabs_on_several_workers(self) -> None:
+        view = Presence(15.0, "w1")
+        since = view.add_local_user("alice")
+        view.apply(UserDelta("w2", 1, "online", "alice", 7), 0.0)
+        view.apply(Snapshot("w3", 1, users={"alice": 2}), 0.0)
+        assert view.user_changes() == [UserChange("online", "alice", "w1", since)]
+        view.remove_local_user("alice")
+        view.apply(UserDelta("w2", 2, "offline", "alice", 7), 1.0)
+        assert view.user_changes() == []  # still on w3
+        view.apply(Snapshot("w3", 2, users={}), 2.0)
+        assert view.user_changes() == [UserChange("offline", "alice", "w3", 2, "disconnect")]
+        assert list(view.online_users()) == []
+
+    def test_late_and_stale_messages_change_nothing(self) -> None:
+        view = Presence(15.0, "w1")
+        view.apply(UserDelta("w2", 5, "online", "bob", 3), 0.0)
+        view.apply(UserDelta("w2", 4, "offline", "bob", 3), 0.0)  # older than seq 5
+        view.apply(UserDelta("w2", 6, "offline", "bob", 1), 0.0)  # an earlier stay
+        view.apply(UserDelta("w2", 7, "online", "bob", 3), 0.0)  # told twice
+        assert view.user_changes() == [UserChange("online", "bob", "w2", 3)]
+        assert view.online("bob")
+
+    def test_a_snapshot_repairs_lost_deltas(self) -> None:
+        view = Presence(15.0, "w1")
+        view.apply(Snapshot("w2", 1, users={"bob": 1}), 0.0)
+        # bob's offline (stay 1) and online (stay 4) were lost; carol arrived
+        view.apply(Snapshot("w2", 9, users={"bob": 4, "carol": 5}), 5.0)
+        assert view.user_changes() == [
+            UserChange("online", "bob", "w2", 1),
+            UserChange("offline", "bob", "w2", 1, "disconnect"),
+            UserChange("online", "bob", "w2", 4),
+            UserChange("online", "carol", "w2", 5),
+        ]
+        # a lost offline, then an online of a new stay: the old stay ends first
+        view.apply(UserDelta("w2", 10, "online", "carol", 8), 6.0)
+        assert view.user_changes() == [
+            UserChange("offline", "carol", "w2", 5, "disconnect"),
+            UserChange("online", "carol", "w2", 8),
+        ]
+
+    def test_a_silent_worker_takes_its_users_offline_a_goodbye_too(self) -> None:
+        view = Presence(15.0, "w1")
+        view.add_local_user("alice")
+        view.apply(Snapshot("w2", 1, users={"alice": 1, "bob": 2}), 100.0)
+        view.apply(Snapshot("w3", 1, users={"carol": 1}), 100.0)
+        view.user_changes()
+        view.apply(Bye("w3"), 101.0)
+        assert view.user_changes() == [UserChange("offline", "carol", "w3", 1, "disconnect")]
+        view.expire(114.9)
+        assert view.online("bob")
+        view.expire(115.0)
+        assert view.user_changes() == [UserChange("offline", "bob", "w2", 2, "expired")]
+        assert view.online("alice")  # still here on w1
+
+    def test_electors_are_the_settled_live_workers(self) -> None:
+        view = Presence(15.0, "w1", started=50.0, settle_at=15.0)
+        view.apply(Hello("w2"), 1.0)
+        view.apply(Snapshot("w3", 1, started=10.0, settled=True), 2.0)
+        view.apply(Snapshot("w4", 1, started=5.0, settled=False), 3.0)
+        assert list(view.electors(14.0)) == [(10.0, "w3", 2.0)]
+        assert list(view.electors(15.0)) == [(50.0, "w1", 15.0), (10.0, "w3", 2.0)]
+
+    def test_messages_round_trip(self) -> None:
+        for message in (
+            UserDelta("w1", 3, "online", "alice", 2),
+            UserDelta("w1", 4, "offline", "alice", 2),
+            Snapshot("w1", 5, {}, None, {"alice": 2}, 1700000000.5, True),
+        ):
+            assert decode_message(encode_message(message)) == message
+
+    def test_snapshots_of_older_workers_have_no_users(self) -> None:
+        old = b'{"type":"snapshot","worker":"w9","seq":1,"channels":{}}'
+        assert decode_message(old) == Snapshot("w9", 1, {})

@@ -3,8 +3,9 @@
 Every worker declares the fanout exchange ``cluster.control_exchange`` (by default
 ``<amqp.exchange>.control``; not durable, deleted with its last binding) and binds one
 exclusive, auto-delete queue of its own to it. On it go the messages of
-:mod:`tidings.presence`: a ``join``/``leave`` as each local subscription starts or ends, a
-``snapshot`` of the worker's whole presence set every ``cluster.heartbeat_interval`` (its
+:mod:`tidings.presence`: a ``join``/``leave`` as each local subscription starts or ends, an
+``online``/``offline`` as a user's first connection on the worker opens or its last
+closes, a ``snapshot`` of the worker's whole presence set every ``cluster.heartbeat_interval`` (its
 heartbeat), a ``hello`` when it starts or reconnects (every other worker answers with a
 snapshot straight to its queue, so it need not wait a heartbeat) and a ``bye`` when it
 stops. Each worker merges what the others send and, after each heartbeat, expires the
@@ -45,8 +46,7 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 
 from tidings.config import AmqpSettings, ClusterSettings
-from tidings.log.addresses import AddressRing, follow_ring
-from tidings.log.broker import connect
+from tidings.log.broker import connect_beside
 from tidings.node import Node
 from tidings.presence import (
     Bye,
@@ -55,6 +55,7 @@ from tidings.presence import (
     Delta,
     Hello,
     Snapshot,
+    UserDelta,
     decode_message,
     encode_message,
 )
@@ -128,15 +129,8 @@ class RabbitMqControl:
     async def start(self, node: Node) -> None:
         """Declares the exchange and this worker's queue, says hello, starts heartbeats."""
         self._node = node
-        ring = AddressRing(self._amqp.addresses)
-        connection = await connect(
-            self._amqp,
-            ring,
-            connect_timeout=5.0,
-            reconnect_interval=self._amqp.reconnect_interval,
-            name=f"{self._connection_name} control",
-            logger=log,
-        )
+        name = f"{self._connection_name} control"
+        connection, follower = await connect_beside(self._amqp, name, log)
         self._connection = connection
         # No publisher confirms: a lost control message is repaired by the next snapshot,
         # and waiting for each confirm would put a broker round trip behind every join.
@@ -162,10 +156,8 @@ class RabbitMqControl:
         connection.reconnect_callbacks.add(self._on_reconnect)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._send_loop()), loop.create_task(self._heartbeats())]
-        if len(ring) > 1:
-            # Like the log's link: when its node goes away, move on to the next one.
-            interval = self._amqp.reconnect_interval
-            self._tasks.append(loop.create_task(follow_ring(connection, ring, interval)))
+        if follower is not None:
+            self._tasks.append(follower)
         self._send(Hello(self.worker))
         log.info("control plane: worker %s on %s", self.worker, self._exchange.name)
 
@@ -173,6 +165,11 @@ class RabbitMqControl:
         if self._outbox.qsize() >= _MAX_BACKLOG:
             return
         self._send(Delta(self.worker, self._next_seq(), kind, channel, info))
+
+    def announce_user(self, kind: str, user: str, since: int) -> None:
+        if self._outbox.qsize() >= _MAX_BACKLOG:
+            return
+        self._send(UserDelta(self.worker, self._next_seq(), kind, user, since))
 
     async def close(self) -> None:
         """Sends ``bye`` (so the others forget this worker at once) and disconnects."""
@@ -199,7 +196,15 @@ class RabbitMqControl:
     def _snapshot(self) -> Snapshot:
         assert self._node is not None
         view = self._node.presence_view
-        return Snapshot(self.worker, self._next_seq(), view.local_channels(), self._node.describe())
+        return Snapshot(
+            self.worker,
+            self._next_seq(),
+            view.local_channels(),
+            self._node.describe(),
+            view.local_users(),
+            view.started,
+            view.settled(self._node.monotonic()),
+        )
 
     def _send(self, message: ControlMessage, reply_to: str | None = None) -> None:
         self._outbox.put_nowait((message, reply_to))

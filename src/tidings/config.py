@@ -179,6 +179,9 @@ class ChannelOptions:
     #: Publications are decided (and their data possibly replaced) by the application's
     #: backend (``proxy.publish_endpoint``) instead of the three options above.
     proxy_publish: bool = False
+    #: Subscribing and unsubscribing are events for the application
+    #: (``subscription.subscribed`` / ``unsubscribed`` on ``amqp.events_exchange``).
+    lifecycle_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +264,14 @@ class AmqpSettings:
     reconnect_interval: float = _duration(1.0, minimum=0.1)
     #: How often nodes write an epoch beacon into the stream (see tidings.log.epoch).
     beacon_interval: float = _duration(30.0, minimum=1.0)
+    #: The exchange events for the application go to (user online/offline, subscribed,
+    #: …; see tidings.events); declared as a durable topic exchange. Unset: no events.
+    events_exchange: str | None = None
+    #: First word of every event's routing key (``tidings.user.online``); "" for none.
+    events_prefix: str = "tidings"
+    #: Events kept while the broker is away or has not confirmed them; more are dropped
+    #: and counted (tidings_outbox_events_total{result="dropped_overflow"}).
+    events_buffer: int = _bounded(10_000, 1, 10_000_000)
 
 
     @property
@@ -560,11 +571,47 @@ def _validate(s: Settings) -> None:
             "the embedded memory log serves one process only; configure RabbitMQ "
             "(amqp.url) to run several workers",
         )
+    _validate_events(s)
     _validate_proxy(s)
     # The router owns the rule syntax; importing here keeps one validation entry point.
     from tidings.router import parse_routes
 
     parse_routes(s.routes)
+
+
+def _option_sections(s: Settings) -> list[tuple[str, ChannelOptions]]:
+    """The top-level channel options and every namespace's, with their key prefix."""
+    return [("channels", s.channels)] + [
+        (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
+    ]
+
+
+def _validate_events(s: Settings) -> None:
+    """The events exchange needs RabbitMQ, is not the one the stream reads, and what asks
+    for events has somewhere to send them."""
+    amqp = s.amqp
+    if amqp.events_exchange is not None:
+        if not amqp.events_exchange:
+            raise ConfigError("amqp.events_exchange", "must not be empty (leave it unset)")
+        if amqp.url is None:
+            raise ConfigError("amqp.events_exchange", "needs amqp.url (events go to RabbitMQ)")
+        if amqp.events_exchange in (amqp.exchange, amqp.quarantine_exchange):
+            raise ConfigError(
+                "amqp.events_exchange",
+                f"must differ from amqp.exchange and amqp.quarantine_exchange, got "
+                f"{amqp.events_exchange!r}: the stream reads the first, so events would "
+                "come back as publications",
+            )
+    words = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\Z"
+    if amqp.events_prefix and not re.match(words, amqp.events_prefix):
+        raise ConfigError(
+            "amqp.events_prefix",
+            f"expected dot-separated words of letters, digits, '_' and '-', got "
+            f"{amqp.events_prefix!r}",
+        )
+    for key, options in _option_sections(s):
+        if options.lifecycle_events and amqp.events_exchange is None:
+            raise ConfigError(f"{key}.lifecycle_events", "needs amqp.events_exchange")
 
 
 #: Headers of the HTTP exchange itself, which a proxy request has of its own.
@@ -620,10 +667,7 @@ def _validate_proxy(s: Settings) -> None:
             "proxy.connect_timeout",
             "must be below client.stale_timeout, which closes a connection still connecting",
         )
-    named = [("channels", s.channels)] + [
-        (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
-    ]
-    for key, options in named:
+    for key, options in _option_sections(s):
         for event in ("subscribe", "publish"):
             if getattr(options, f"proxy_{event}") and not getattr(proxy, f"{event}_endpoint"):
                 raise ConfigError(f"{key}.proxy_{event}", f"needs proxy.{event}_endpoint")

@@ -77,6 +77,18 @@ class Metrics:
             "Age of the last event read from the log when it was read",
             registry=r,
         )
+        self.outbox_events = Counter(
+            "tidings_outbox_events",
+            "Events for the application (amqp.events_exchange), by result "
+            "(published, dropped_overflow, dropped_shutdown)",
+            ["result"],
+            registry=r,
+        )
+        self.outbox_buffered = Gauge(
+            "tidings_outbox_buffered",
+            "Events for the application waiting for the broker's confirm",
+            registry=r,
+        )
         self.ready = Gauge("tidings_ready", "1 when the node is ready to serve", registry=r)
 
     def render(self) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,9 +21,21 @@ from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
+from tidings.events import (
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    USER_OFFLINE,
+    USER_ONLINE,
+    Outbox,
+    event_id,
+    routing_key,
+    subscription_event,
+    user_event,
+)
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
+from tidings.lifecycle import Lifecycle, elect
 from tidings.log.base import Log
 from tidings.metrics import Metrics
 from tidings.presence import Change, ClientInfo, ControlMessage, Presence
@@ -93,6 +106,9 @@ class ControlPlane(Protocol):
     def announce(self, kind: str, channel: str, info: ClientInfo) -> None:
         """Sends a local ``join`` or ``leave`` to every other worker; never blocks."""
 
+    def announce_user(self, kind: str, user: str, since: int) -> None:
+        """Sends a local user ``online`` or ``offline`` to every other worker; never blocks."""
+
     async def close(self) -> None:
         """Says goodbye and disconnects."""
 
@@ -110,6 +126,7 @@ class Node:
         monotonic: Callable[[], float] = time.monotonic,
         name: str = "",
         control: ControlPlane | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.log = event_log
@@ -143,9 +160,28 @@ class Node:
         #: Every open client connection, so a shutdown can close them all.
         self.live: set[Closable] = set()
         self._all_closed: asyncio.Event | None = None
-        #: This worker's subscribers and the other workers' (see tidings.presence).
-        self.presence_view = Presence(settings.cluster.presence_ttl)
+        cluster = settings.cluster
+        #: This worker's id in the cluster (the control plane's), as events name it.
+        self.worker = self.name if control is None else control.worker
+        #: This worker's subscribers and users, and the other workers' (tidings.presence).
+        # Alone, a worker's view is whole at once; in a cluster, once every other worker
+        # has had the TTL to be heard from.
+        self.presence_view = Presence(
+            cluster.presence_ttl,
+            self.worker,
+            started=clock(),
+            settle_at=0.0 if control is None else monotonic() + cluster.presence_ttl,
+        )
         self.control = control
+        #: Where events for the application go (``amqp.events_exchange``), when set.
+        self.outbox = outbox
+        self.lifecycle = Lifecycle(
+            self.worker,
+            window=cluster.presence_ttl + 2 * cluster.heartbeat_interval,
+            margin=cluster.heartbeat_interval,
+        )
+        # Local subscriptions reported to the application (lifecycle_events namespaces).
+        self._reported: dict[str, dict[Subscriber, ClientInfo]] = {}
         # Local subscriptions entered into presence, and those that get join/leave pushes.
         self._tracked: dict[str, dict[Subscriber, ClientInfo]] = {}
         self._listeners: dict[str, dict[Subscriber, None]] = {}
@@ -160,6 +196,8 @@ class Node:
             + [ns.history_ttl for ns in self.settings.namespaces]
         )
         await self.log.start(self, warm)
+        if self.outbox is not None:
+            await self.outbox.start()
         if self.control is not None:
             await self.control.start(self)
         if not self._seen_records:
@@ -212,6 +250,9 @@ class Node:
         """Stops the timers and the log."""
         self.metrics.ready.set(0)
         await self.timers.stop()
+        # The events first: the goodbye would hand the report of users to another worker.
+        if self.outbox is not None:
+            await self.outbox.close()
         if self.control is not None:
             await self.control.close()
         await self.proxy.close()
@@ -383,7 +424,12 @@ class Node:
 
     def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
         options = self._options_for_name(channel)
-        if options is None or not (options.presence or options.join_leave):
+        if options is None:
+            return
+        if options.lifecycle_events:
+            self._reported.setdefault(channel, {})[sub] = info
+            self._report_subscription(SUBSCRIBED, channel, info)
+        if not (options.presence or options.join_leave):
             return
         self._tracked.setdefault(channel, {})[sub] = info
         if push_join_leave and options.join_leave:
@@ -392,6 +438,13 @@ class Node:
             self._announce(Change("join", channel, info))
 
     def _untrack(self, sub: Subscriber, channel: str) -> None:
+        reported = self._reported.get(channel)
+        if reported is not None:
+            gone = reported.pop(sub, None)
+            if not reported:
+                del self._reported[channel]
+            if gone is not None:
+                self._report_subscription(UNSUBSCRIBED, channel, gone)
         tracked = self._tracked.get(channel)
         info = tracked.pop(sub, None) if tracked is not None else None
         if info is None:
@@ -442,10 +495,66 @@ class Node:
     def on_control(self, message: ControlMessage) -> None:
         """A message of another worker: merged into the view, its changes pushed."""
         self._push_changes(self.presence_view.apply(message, self.monotonic()))
+        self._report_users()
 
     def expire_presence(self) -> None:
-        """Forgets the workers silent for ``cluster.presence_ttl``: their clients leave."""
+        """Forgets the workers silent for ``cluster.presence_ttl``: their clients leave
+        (called every heartbeat, which is also when a new leader takes over)."""
         self._push_changes(self.presence_view.expire(self.monotonic()))
+        self._report_users()
+
+    def user_online(self, user: str) -> bool:
+        """Whether ``user`` has a connection on some live worker of the cluster (as far as
+        the heartbeats tell: a dead worker's users stay online for up to the TTL)."""
+        return self.presence_view.online(user)
+
+    # ------------------------------------------------------------------ events out
+    def emit_event(self, kind: str, fields: Mapping[str, Any], id: str = "") -> None:
+        """Sends an event of type ``kind`` to the application (``amqp.events_exchange``),
+        routed ``<amqp.events_prefix>.<kind>``, with ``fields`` beside ``type``, ``id``
+        (``id``, or a new random one), ``node`` and ``time``; nothing when no events
+        exchange is set. Never blocks (see tidings.events)."""
+        if self.outbox is None:
+            return
+        event = {"type": kind, "id": "", **fields}
+        # The envelope wins over fields of the same name.
+        event.update(type=kind, id=id or uuid.uuid4().hex[:24])
+        event.update(node=self.worker, time=round(self.clock(), 3))
+        self.outbox.emit(routing_key(self.settings.amqp.events_prefix, kind), event)
+
+    def _report_subscription(self, kind: str, channel: str, info: ClientInfo) -> None:
+        if self.outbox is None:
+            return
+        event = subscription_event(
+            kind,
+            id=uuid.uuid4().hex[:24],
+            user=info.user,
+            client=info.client,
+            channel=channel,
+            node=self.worker,
+            time=self.clock(),
+        )
+        self.outbox.emit(routing_key(self.settings.amqp.events_prefix, kind), event)
+
+    def _report_users(self) -> None:
+        """Hands the view's user changes to the election; emits what this worker owes."""
+        view, now = self.presence_view, self.monotonic()
+        due = self.lifecycle.step(view.user_changes(), elect(view.electors(now)), now, self.clock())
+        if self.outbox is None:
+            return
+        prefix = self.settings.amqp.events_prefix
+        for item in due:
+            change = item.change
+            kind = USER_ONLINE if change.kind == "online" else USER_OFFLINE
+            event = user_event(
+                kind,
+                id=event_id(kind, change.user, change.worker, str(change.since)),
+                user=change.user,
+                node=change.worker,
+                time=item.time,
+                reason=change.reason,
+            )
+            self.outbox.emit(routing_key(prefix, kind), event)
 
     def presence(self, channel: str) -> Mapping[str, ClientInfo]:
         """The subscribers of ``channel`` in the cluster: client id -> info."""
@@ -505,9 +614,24 @@ class Node:
             return DisconnectCode.CONNECTION_LIMIT
         self._connections += 1
         if session.user:
-            self._users[session.user] = self._users.get(session.user, 0) + 1
+            count = self._users.get(session.user, 0)
+            self._users[session.user] = count + 1
+            if not count:
+                self._user_arrived(session.user)
         self._sessions.setdefault(session.user, {})[session] = session.handle
         return None
+
+    def _user_arrived(self, user: str) -> None:
+        since = self.presence_view.add_local_user(user)
+        if since and self.control is not None:
+            self.control.announce_user("online", user, since)
+        self._report_users()
+
+    def _user_departed(self, user: str) -> None:
+        since = self.presence_view.remove_local_user(user)
+        if since and self.control is not None:
+            self.control.announce_user("offline", user, since)
+        self._report_users()
 
     def release(self, session: Session) -> None:
         sessions = self._sessions.get(session.user)
@@ -520,8 +644,8 @@ class Node:
             left = self._users.get(session.user, 1) - 1
             if left:
                 self._users[session.user] = left
-            else:
-                self._users.pop(session.user, None)
+            elif self._users.pop(session.user, None) is not None:
+                self._user_departed(session.user)
         self.metrics.subscriptions.set(self.hub.subscriptions)
 
     def subscribe(

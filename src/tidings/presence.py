@@ -8,7 +8,15 @@ a view of every other worker's, built from the control messages they send (see
 - ``snapshot``: the sender's whole set, sent every ``cluster.heartbeat_interval``; it
   replaces what was known of the sender, so a lost or reordered delta is corrected by the
   next heartbeat at the latest;
-- ``bye``: the sender is stopping.
+- ``bye``: the sender is stopping;
+- ``online`` / ``offline``: a user's first connection on the sender opened, or its last
+  one closed (user presence: who is connected anywhere, whatever they subscribe to).
+
+The snapshot carries the sender's connected users too, each with the *since* number it
+gave the user's arrival (unique per worker, so ``(worker, since)`` names one stay of a
+user on a worker on every worker alike), its start time and whether it has *settled*
+(been up for the TTL, so its view is whole): what :mod:`tidings.lifecycle` needs to
+elect the one worker that reports users coming online and going offline.
 
 A worker not heard from for ``cluster.presence_ttl`` is presumed dead and its subscribers
 leave (:meth:`Presence.expire`). Times are the receiver's own monotonic clock, so no two
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -33,6 +41,8 @@ __all__ = [
     "Hello",
     "Presence",
     "Snapshot",
+    "UserChange",
+    "UserDelta",
     "decode_message",
     "encode_message",
 ]
@@ -102,6 +112,28 @@ class Change:
     info: ClientInfo
 
 
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    """A user that came online (``online``: its first connection anywhere in the cluster)
+    or went offline (``offline``: its last one), as this worker's view saw it.
+
+    Attributes:
+        kind: ``online`` or ``offline``.
+        user: the user.
+        worker: the worker whose connection made the change (for ``offline`` after
+            expiry: the silent worker).
+        since: that worker's number for the user's stay on it: with ``worker``, it names
+            the change the same way on every worker that sees it.
+        reason: for ``offline``: ``disconnect`` or ``expired`` (the worker went silent).
+    """
+
+    kind: str
+    user: str
+    worker: str
+    since: int
+    reason: str = ""
+
+
 # ---------------------------------------------------------------------------- messages
 @dataclass(frozen=True, slots=True)
 class Delta:
@@ -115,6 +147,17 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class UserDelta:
+    """``online`` (first connection of ``user`` on the sender) or ``offline`` (its last)."""
+
+    worker: str
+    seq: int
+    kind: str
+    user: str
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The sender's whole presence set: channel -> subscribers (its heartbeat)."""
 
@@ -123,6 +166,12 @@ class Snapshot:
     channels: Mapping[str, tuple[ClientInfo, ...]] = field(default_factory=dict)
     #: The sender's own figures (the server API's ``info`` entry for it), when it sends them.
     node: Mapping[str, Any] | None = None
+    #: Its connected users: user -> since.
+    users: Mapping[str, int] = field(default_factory=dict)
+    #: Its start (Unix time): the older worker ranks first in the election.
+    started: float = 0.0
+    #: It has been up for the TTL: it may be elected.
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,27 +188,25 @@ class Bye:
     worker: str
 
 
-ControlMessage = Delta | Snapshot | Hello | Bye
+ControlMessage = Delta | UserDelta | Snapshot | Hello | Bye
 
 
 def encode_message(message: ControlMessage) -> bytes:
     """One control message as compact JSON."""
-    if isinstance(message, Delta):
-        return orjson.dumps(
-            {
-                "type": message.kind,
-                "worker": message.worker,
-                "seq": message.seq,
-                "channel": message.channel,
-                "info": message.info.to_obj(),
-            }
-        )
+    if isinstance(message, Delta | UserDelta):
+        head = {"type": message.kind, "worker": message.worker, "seq": message.seq}
+        if isinstance(message, Delta):
+            return orjson.dumps({**head, "channel": message.channel, "info": message.info.to_obj()})
+        return orjson.dumps({**head, "user": message.user, "since": message.since})
     if isinstance(message, Snapshot):
         obj: dict[str, Any] = {
             "type": "snapshot",
             "worker": message.worker,
             "seq": message.seq,
             "channels": {ch: [i.to_obj() for i in infos] for ch, infos in message.channels.items()},
+            "users": message.users,
+            "started": message.started,
+            "settled": message.settled,
         }
         if message.node is not None:
             obj["node"] = message.node
@@ -188,13 +235,20 @@ def decode_message(body: bytes) -> ControlMessage:
     if kind == "bye":
         return Bye(worker)
     seq = obj.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+    if not _is_count(seq):
         raise ValueError("seq must be a positive integer")
     if kind in ("join", "leave"):
         channel = obj.get("channel")
         if not isinstance(channel, str) or not channel:
             raise ValueError("channel must be a non-empty string")
         return Delta(worker, seq, kind, channel, ClientInfo.from_obj(obj.get("info")))
+    if kind in ("online", "offline"):
+        user, since = obj.get("user"), obj.get("since")
+        if not isinstance(user, str) or not user:
+            raise ValueError("user must be a non-empty string")
+        if not _is_count(since):
+            raise ValueError("since must be a positive integer")
+        return UserDelta(worker, seq, kind, user, since)
     if kind == "snapshot":
         raw = obj.get("channels")
         if not isinstance(raw, dict):
@@ -207,21 +261,40 @@ def decode_message(body: bytes) -> ControlMessage:
         node = obj.get("node")
         if node is not None and not isinstance(node, dict):
             raise ValueError("node must be an object")
-        return Snapshot(worker, seq, channels, node)
+        # Absent from the snapshots of workers older than user presence.
+        users = obj.get("users", {})
+        if not isinstance(users, dict) or not all(
+            isinstance(u, str) and u and _is_count(n) for u, n in users.items()
+        ):
+            raise ValueError("users must map user names to positive integers")
+        started, settled = obj.get("started", 0.0), obj.get("settled", False)
+        if isinstance(started, bool) or not isinstance(started, int | float):
+            raise ValueError("started must be a number")
+        if not isinstance(settled, bool):
+            raise ValueError("settled must be true or false")
+        return Snapshot(worker, seq, channels, node, users, float(started), settled)
     raise ValueError(f"unknown control message type {kind!r}")
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 # ---------------------------------------------------------------------------- the view
 class _Worker:
     """What is known of one other worker."""
 
-    __slots__ = ("channels", "last_seen", "node", "seq")
+    __slots__ = ("channels", "last_seen", "node", "seq", "settled", "started", "users")
 
     def __init__(self, now: float) -> None:
         self.last_seen = now
         self.seq = 0
         self.channels: dict[str, dict[str, ClientInfo]] = {}
         self.node: Mapping[str, Any] | None = None
+        self.users: dict[str, int] = {}
+        self.started = 0.0
+        #: Eligible in the election; False until its first snapshot says so.
+        self.settled = False
 
 
 class Presence:
@@ -229,12 +302,26 @@ class Presence:
 
     Args:
         ttl: seconds after which a silent worker's subscribers leave.
+        worker: this worker's id (what its user changes are named with).
+        started: this worker's start (Unix time), its rank in the election.
+        settle_at: monotonic time from which this worker has a whole view and may be
+            elected (start + ``ttl`` in a cluster; 0 for a worker alone).
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(
+        self, ttl: float, worker: str = "", started: float = 0.0, settle_at: float = 0.0
+    ) -> None:
         self.ttl = ttl
+        self.worker = worker
+        self.started = started
+        self.settle_at = settle_at
         self._local: dict[str, dict[str, ClientInfo]] = {}
         self._workers: dict[str, _Worker] = {}
+        self._local_users: dict[str, int] = {}
+        self._serial = 0
+        #: Workers (this one included) on which each user is connected.
+        self._user_count: dict[str, int] = {}
+        self._user_changes: list[UserChange] = []
 
     # ------------------------------------------------------------------ local side
     def add_local(self, channel: str, info: ClientInfo) -> bool:
@@ -259,6 +346,46 @@ class Presence:
         """This worker's whole set, for its snapshot."""
         return {ch: tuple(members.values()) for ch, members in self._local.items()}
 
+    def add_local_user(self, user: str) -> int:
+        """``user``'s first connection on this worker opened; returns the stay's *since*
+        number (to announce), or 0 when the user was already connected here."""
+        if user in self._local_users:
+            return 0
+        self._serial += 1
+        self._local_users[user] = self._serial
+        self._user_entered(user, self.worker, self._serial)
+        return self._serial
+
+    def remove_local_user(self, user: str) -> int:
+        """``user``'s last connection on this worker closed; returns the stay's *since*
+        number, or 0 when it was not connected here."""
+        since = self._local_users.pop(user, 0)
+        if since:
+            self._user_left(user, self.worker, since, "disconnect")
+        return since
+
+    def local_users(self) -> dict[str, int]:
+        """This worker's connected users (user -> since), for its snapshot."""
+        return dict(self._local_users)
+
+    def settled(self, now: float) -> bool:
+        """Whether this worker has been up long enough to have a whole view."""
+        return now >= self.settle_at
+
+    def _user_entered(self, user: str, worker: str, since: int) -> None:
+        count = self._user_count.get(user, 0)
+        self._user_count[user] = count + 1
+        if not count:
+            self._user_changes.append(UserChange("online", user, worker, since))
+
+    def _user_left(self, user: str, worker: str, since: int, reason: str) -> None:
+        count = self._user_count.get(user, 0) - 1
+        if count > 0:
+            self._user_count[user] = count
+            return
+        self._user_count.pop(user, None)
+        self._user_changes.append(UserChange("offline", user, worker, since, reason))
+
     # ------------------------------------------------------------------ remote side
     def apply(self, message: ControlMessage, now: float) -> list[Change]:
         """Merges a message of another worker into the view; returns what changed.
@@ -270,7 +397,7 @@ class Presence:
             self._seen(message.worker, now)
             return []
         if isinstance(message, Bye):
-            return self._drop(message.worker)
+            return self._drop(message.worker, "disconnect")
         worker = self._seen(message.worker, now)
         if message.seq <= worker.seq:
             return []
@@ -278,7 +405,12 @@ class Presence:
         if isinstance(message, Snapshot):
             if message.node is not None:
                 worker.node = message.node
+            worker.started, worker.settled = message.started, message.settled
+            self._replace_users(message.worker, worker, message.users)
             return self._replace(worker, message.channels)
+        if isinstance(message, UserDelta):
+            self._apply_user(message, worker)
+            return []
         members = worker.channels.setdefault(message.channel, {})
         client = message.info.client
         changes: list[Change] = []
@@ -299,8 +431,31 @@ class Presence:
         dead = [w for w, state in self._workers.items() if now - state.last_seen >= self.ttl]
         changes: list[Change] = []
         for worker in dead:
-            changes.extend(self._drop(worker))
+            changes.extend(self._drop(worker, "expired"))
         return changes
+
+    def _apply_user(self, message: UserDelta, worker: _Worker) -> None:
+        known = worker.users.get(message.user)
+        if message.kind == "online":
+            if known == message.since:
+                return
+            if known is not None:  # its offline was lost: that stay ended
+                self._user_left(message.user, message.worker, known, "disconnect")
+            worker.users[message.user] = message.since
+            self._user_entered(message.user, message.worker, message.since)
+        elif known == message.since:
+            del worker.users[message.user]
+            self._user_left(message.user, message.worker, known, "disconnect")
+
+    def _replace_users(self, name: str, worker: _Worker, users: Mapping[str, int]) -> None:
+        old = worker.users
+        for user, since in old.items():
+            if users.get(user) != since:
+                self._user_left(user, name, since, "disconnect")
+        for user, since in users.items():
+            if old.get(user) != since:
+                self._user_entered(user, name, since)
+        worker.users = dict(users)
 
     def _seen(self, worker: str, now: float) -> _Worker:
         state = self._workers.get(worker)
@@ -309,10 +464,12 @@ class Presence:
         state.last_seen = now
         return state
 
-    def _drop(self, worker: str) -> list[Change]:
+    def _drop(self, worker: str, reason: str) -> list[Change]:
         state = self._workers.pop(worker, None)
         if state is None:
             return []
+        for user, since in sorted(state.users.items()):
+            self._user_left(user, worker, since, reason)
         return [
             Change("leave", channel, info)
             for channel, members in state.channels.items()
@@ -367,6 +524,29 @@ class Presence:
         one user)."""
         members = self.members(channel)
         return len(members), len({info.user for info in members.values()})
+
+    def online(self, user: str) -> bool:
+        """Whether ``user`` has a connection on some live worker of the cluster."""
+        return user in self._user_count
+
+    def online_users(self) -> Iterator[str]:
+        """Every user connected somewhere in the cluster (each once)."""
+        return iter(self._user_count)
+
+    def user_changes(self) -> list[UserChange]:
+        """Takes the user changes since the last call, in the order the view saw them."""
+        changes, self._user_changes = self._user_changes, []
+        return changes
+
+    def electors(self, now: float) -> Iterator[tuple[float, str, float]]:
+        """The workers that may be elected, as ``(started, worker id, last seen)``: this
+        one (seen ``now``) once settled, and every other live one whose last snapshot
+        said it has settled."""
+        if self.settled(now):
+            yield self.started, self.worker, now
+        for name, state in self._workers.items():
+            if state.settled:
+                yield state.started, name, state.last_seen
 
     def channels(self) -> Iterator[str]:
         """Channels with at least one subscriber anywhere (each once)."""

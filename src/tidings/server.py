@@ -29,7 +29,9 @@ from tidings.api import add_routes
 from tidings.appkeys import NODE
 from tidings.config import Settings
 from tidings.demo import add_demo_routes, demo_settings
+from tidings.events import Outbox
 from tidings.log.base import Log
+from tidings.metrics import Metrics
 from tidings.node import ControlPlane, Node
 from tidings.transport.emulated import add_emulated_routes
 from tidings.transport.emulation import Emulation, add_emulation_route, new_worker_id
@@ -37,7 +39,7 @@ from tidings.transport.front import start_site
 from tidings.transport.sse import add_sse_routes
 from tidings.transport.websocket import add_websocket_routes
 
-__all__ = ["create_app", "make_control", "make_log", "run"]
+__all__ = ["create_app", "make_control", "make_log", "make_outbox", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,15 @@ def make_control(settings: Settings, name: str = "") -> ControlPlane | None:
     return RabbitMqControl(settings.amqp, settings.cluster, f"tidings {name or os.getpid()}")
 
 
+def make_outbox(settings: Settings, metrics: Metrics, name: str = "") -> Outbox | None:
+    """The events outbox when ``amqp.events_exchange`` is set (it needs RabbitMQ)."""
+    if not settings.amqp.events_exchange:
+        return None
+    from tidings.log.outbox import RabbitMqOutbox
+
+    return RabbitMqOutbox(settings.amqp, metrics, f"tidings {name or os.getpid()}")
+
+
 def _emulation(node: Node, control: ControlPlane | None) -> Emulation:
     """This worker's emulated sessions; with the control plane, posts for another worker
     are forwarded through it, addressed by its worker id."""
@@ -91,7 +102,15 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     """The whole HTTP surface of a node on one application (one port)."""
     settings = demo_settings(settings)
     control = make_control(settings, name)
-    node = Node(settings, event_log or make_log(settings, name), name=name, control=control)
+    metrics = Metrics()
+    node = Node(
+        settings,
+        event_log or make_log(settings, name),
+        name=name,
+        control=control,
+        metrics=metrics,
+        outbox=make_outbox(settings, metrics, name),
+    )
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node
     add_websocket_routes(app)

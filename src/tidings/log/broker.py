@@ -20,9 +20,9 @@ from yarl import URL
 
 from tidings.config import AmqpSettings
 from tidings.errors import TidingsError
-from tidings.log.addresses import AddressRing
+from tidings.log.addresses import AddressRing, follow_ring
 
-__all__ = ["SourceError", "StreamLost", "connect", "describe"]
+__all__ = ["SourceError", "StreamLost", "connect", "connect_beside", "describe"]
 
 
 class SourceError(TidingsError):
@@ -78,6 +78,28 @@ async def connect(
         logger.warning("%s (attempt %d, retrying in %.1fs)", message, attempt, delay)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
         delay = min(delay * 2, 30.0)
+
+
+async def connect_beside(
+    settings: AmqpSettings, name: str, logger: logging.Logger
+) -> tuple[RobustConnection, asyncio.Task[None] | None]:
+    """A robust connection of its own for a part beside the log (the control plane, the
+    events outbox), like :func:`connect` on ``amqp``'s addresses, and the task that moves
+    it to the next address when its broker node goes away, as the log's link does (None
+    with one address). The caller cancels that task when it closes the connection.
+
+    Raises:
+        SourceError: as :func:`connect`.
+    """
+    ring = AddressRing(settings.addresses)
+    interval = settings.reconnect_interval
+    connection = await connect(
+        settings, ring, connect_timeout=5.0, reconnect_interval=interval, name=name, logger=logger
+    )
+    if len(ring) < 2:
+        return connection, None
+    follower = asyncio.get_running_loop().create_task(follow_ring(connection, ring, interval))
+    return connection, follower
 
 
 def _connect_failure(url: str, exc: BaseException, timeout: float) -> tuple[str, bool]:
