@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 from tests.fakes import Sink, session_of, settings
-from tidings.config import ClusterSettings, NamespaceSettings, Settings
+from tidings.config import AmqpSettings, ClusterSettings, NamespaceSettings, Settings
 from tidings.events import MemoryOutbox
 from tidings.lifecycle import Due, Lifecycle, elect
 from tidings.log.memory import MemoryLog
+from tidings.log.outbox import RabbitMqOutbox
+from tidings.metrics import Metrics
 from tidings.node import Node
 from tidings.presence import (
     Bye,
@@ -23,6 +25,7 @@ from tidings.presence import (
     UserDelta,
 )
 from tidings.protocol.session import Session
+from tidings.publication import Publication
 
 ON = UserChange("online", "alice", "w2", 1)
 OFF = UserChange("offline", "alice", "w2", 1, "disconnect")
@@ -320,3 +323,29 @@ def test_emit_event_adds_the_envelope() -> None:
     }
     node.emit_event("receipt.read", {})
     assert len(str(c.outboxes["w1"].events[1][1]["id"])) == 24
+
+
+def test_the_leader_says_so_in_its_metrics(cluster: Cluster) -> None:
+    leader = cluster.wire.nodes["w1"].metrics.registry.get_sample_value
+    follower = cluster.wire.nodes["w2"].metrics.registry.get_sample_value
+    connect(cluster.wire.nodes["w2"], "erin")
+    assert (leader("tidings_lifecycle_leader"), follower("tidings_lifecycle_leader")) == (1, 0)
+
+
+async def test_a_full_outbox_counts_what_it_drops_and_delivery_goes_on() -> None:
+    amqp = AmqpSettings(url="amqp://127.0.0.1:1/", events_exchange="app.ev", events_buffer=3)
+    metrics = Metrics()
+    outbox = RabbitMqOutbox(amqp, metrics, "test")  # never connected: the broker is away
+    config = cluster_settings(lifecycle_events=True)
+    node = Node(config, MemoryLog(), name="w1", metrics=metrics, outbox=outbox)
+    sink = Sink("s")
+    node.subscribe(sink, "room:1", None)
+    for i in range(10):
+        node.track(sink, "room:1", ClientInfo("alice", f"c{i}"), False)
+        node.admit(session_of(f"user{i}"))
+    node.hub.publish(Publication("room:1", 1, b"{}", 0.0), size=10, ttl=60.0, now=0.0)
+    assert len(sink.pubs) == 1
+    dropped = metrics.registry.get_sample_value(
+        "tidings_outbox_events_total", {"result": "dropped_overflow"}
+    )
+    assert outbox.buffered == 3 and dropped == 17  # 10 subscribed + 10 online, 3 kept

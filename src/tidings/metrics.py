@@ -89,6 +89,11 @@ class Metrics:
             "Events for the application waiting for the broker's confirm",
             registry=r,
         )
+        self.lifecycle_leader = Gauge(
+            "tidings_lifecycle_leader",
+            "1 when this worker is the one that reports users online and offline",
+            registry=r,
+        )
         self.ready = Gauge("tidings_ready", "1 when the node is ready to serve", registry=r)
 
     def render(self) -> bytes:

@@ -540,6 +540,7 @@ class Node:
         """Hands the view's user changes to the election; emits what this worker owes."""
         view, now = self.presence_view, self.monotonic()
         due = self.lifecycle.step(view.user_changes(), elect(view.electors(now)), now, self.clock())
+        self.metrics.lifecycle_leader.set(1 if self.lifecycle.leading else 0)
         if self.outbox is None:
             return
         prefix = self.settings.amqp.events_prefix
