@@ -201,7 +201,9 @@ async def test_the_killed_leaders_users_are_reported_by_the_next(
             await bob.start()
             await tap.until("user.online", "alice")
             await tap.until("user.online", "bob")
-            await quiet(2 * HEARTBEAT)
+            # Longer ago than the new leader replays (the old one's last heartbeat, less
+            # one heartbeat), so that bob's online is not sent again.
+            await quiet(4 * HEARTBEAT)
             a.proc.send_signal(signal.SIGKILL)  # the reporting node
             a.proc.wait(10)
             carol = Peer(b.ws_url, "carol")  # comes and goes while nobody reports
