@@ -272,3 +272,25 @@ async def test_events_due_during_a_broker_cut_arrive_after_it_in_order(
     subscribed = next(e for _, e in first if e["type"] == "subscription.subscribed")
     assert subscribed["channel"] == "room:lobby" and subscribed["client"]
     assert subscribed["node"] == first[0][1]["node"]
+
+
+async def test_nodes_that_stop_cleanly_report_their_users_offline(
+    tmp_path: Path, names: Names, tap: Tap
+) -> None:
+    async with two_nodes(tmp_path, names) as (a, b):
+        alice, bob = Peer(a.ws_url, "alice"), Peer(b.ws_url, "bob")
+        try:
+            await alice.start()
+            await bob.start()
+            await tap.until("user.online", "bob")
+            await asyncio.to_thread(b.stop)  # SIGTERM: bob is told to go elsewhere
+            await tap.until("user.offline", "bob")
+            await quiet(2 * HEARTBEAT)
+            (offline,) = tap.of("user.offline", "bob")  # the goodbye adds none
+            assert offline["reason"] == "disconnect"
+            await asyncio.to_thread(a.stop)  # the reporting node, the last one
+            await tap.until("user.offline", "alice")
+            assert tap.of("user.offline", "alice")[0]["reason"] == "disconnect"
+        finally:
+            await alice.stop()
+            await bob.stop()
