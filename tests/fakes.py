@@ -118,6 +118,8 @@ class FakeHost:
         self.proxied: set[str] = set()
         self.rpc_methods: set[str] = set()
         self.subscribe_calls: list[tuple[Subscriber, str, RecoverPosition | None]] = []
+        #: Channels whose recoveries the fake says need the log (a RecoverCall).
+        self.log_recovers: set[str] = set()
         self.history_calls: list[tuple[str, int, RecoverPosition | None, bool]] = []
         self.presence_view = Presence(15.0)
         #: channel -> subscriber -> (info, push_join_leave), as the session tracked them.
@@ -161,6 +163,9 @@ class FakeHost:
         )
         recoverable = options.history_size > 0 and options.history_ttl > 0
         return SubscribeOutcome(self.epoch, self.head, recoverable, recovery)
+
+    def recovers_from_log(self, channel: str, position: RecoverPosition) -> bool:
+        return channel in self.log_recovers
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)

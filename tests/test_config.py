@@ -471,6 +471,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "amqp",
             "proxy",
             "cluster",
+            "recovery",
             "namespaces",
             "routes",
         }
@@ -479,6 +480,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
         assert m["channels"] == {
             "history_size": 100,
             "history_ttl": 300.0,
+            "recovery_max_publications": 10_000,
             "allow_subscribe": True,
             "require_subscription_token": False,
             "allow_anonymous": False,

@@ -71,7 +71,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
     ("backend", ("tidings.proxy",)),
-    ("node", ("tidings.node",)),
+    ("node", ("tidings.node", "tidings.recovery")),
     (
         "edges",
         ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.cluster"),

@@ -29,6 +29,7 @@ __all__ = [
     "ClusterSettings",
     "NamespaceSettings",
     "ProxySettings",
+    "RecoverySettings",
     "ServerSettings",
     "Settings",
     "is_loopback",
@@ -142,6 +143,10 @@ class ChannelOptions:
 
     history_size: int = _bounded(100, 0, 1_000_000)
     history_ttl: float = _duration(300.0)
+    #: Most publications one recovery from the log (beyond the history window) may give;
+    #: a client that missed more is told ``recovered: false``. 0: recover from the window
+    #: only.
+    recovery_max_publications: int = _bounded(10_000, 0, 1_000_000)
     #: Authenticated clients may subscribe by themselves (user-limited channels always may).
     allow_subscribe: bool = True
     #: A subscription token is needed to subscribe.
@@ -294,6 +299,22 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecoverySettings:
+    """Recoveries from the log: positions older than a channel's history window, read
+    again from the stream (see tidings.recovery)."""
+
+    #: Longest a recovery from the log may take, waiting for a read included; past it the
+    #: client is told ``recovered: false``.
+    max_seconds: float = _duration(5.0, minimum=0.01)
+    #: Most log records a recovery may read (its position's distance to the head); farther
+    #: back is ``recovered: false`` at once.
+    max_records: int = _bounded(1_000_000, 1)
+    #: Reads of the log for recoveries at the same time; the recoveries waiting meanwhile
+    #: share the next read.
+    max_scans: int = _bounded(2, 1, 8)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of a tidings node."""
 
@@ -306,6 +327,7 @@ class Settings:
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
     #: Routing rules, validated by :mod:`tidings.router`.
     routes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -339,6 +361,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "amqp": AmqpSettings,
     "proxy": ProxySettings,
     "cluster": ClusterSettings,
+    "recovery": RecoverySettings,
 }
 
 

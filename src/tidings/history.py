@@ -87,6 +87,16 @@ class History:
         """The window of ``channel``, or None when nothing was published to it here."""
         return self._windows.get(channel)
 
+    def complete_since(self, channel: str, *, size: int, ttl: float, now: float) -> int:
+        """The position after which ``channel``'s window holds every publication, once
+        trimmed as a recovery would trim it (a recovery from older positions needs the
+        log, :mod:`tidings.recovery`)."""
+        window = self._windows.get(channel)
+        if window is None:
+            return self.floor
+        window.trim(size, ttl, now)
+        return window.complete_since
+
     def recover(
         self,
         channel: str,

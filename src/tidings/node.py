@@ -41,15 +41,26 @@ from tidings.metrics import Metrics
 from tidings.presence import Change, ClientInfo, ControlMessage, Presence
 from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
-from tidings.protocol.operations import Operation, Outcome, Peer, PublishCall, Published
+from tidings.protocol.operations import (
+    NotRecovered,
+    Operation,
+    Outcome,
+    Peer,
+    PublishCall,
+    Published,
+    RecoverCall,
+    Recovered,
+)
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
 from tidings.publication import ChannelEvent, Publication
 from tidings.record import Record
+from tidings.recovery import Failed, Recoverer, Removal
 from tidings.router import (
     CHANNEL_HEADER,
     INFO_HEADER,
     Rejected,
+    Routed,
     Router,
     encode_channel_header,
     parse_routes,
@@ -186,6 +197,15 @@ class Node:
         self._tracked: dict[str, dict[Subscriber, ClientInfo]] = {}
         self._listeners: dict[str, dict[Subscriber, None]] = {}
         self._local_changes: list[Change] = []
+        #: Recoveries older than the history windows, read from the log.
+        self.recoverer = Recoverer(
+            event_log,
+            self._route_for_recovery,
+            head=lambda: self.head,
+            epoch=lambda: self.log.epoch,
+            settings=settings.recovery,
+            monotonic=monotonic,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -670,6 +690,85 @@ class Node:
         self.metrics.subscriptions.set(self.hub.subscriptions)
         return SubscribeOutcome(self.log.epoch, self.head, recoverable, recovery)
 
+    def recovers_from_log(self, channel: str, position: RecoverPosition) -> bool:
+        options = self._options_for_name(channel)
+        if options is None or options.recovery_max_publications <= 0:
+            return False
+        size, ttl = options.history_size, options.history_ttl
+        if size <= 0 or ttl <= 0 or not self.log.scans:
+            return False
+        if position.epoch and position.epoch != self.log.epoch:
+            return False
+        since = position.offset
+        complete = self.history.complete_since(channel, size=size, ttl=ttl, now=self.clock())
+        return since < complete and since < self.head
+
+    async def recover_from_log(
+        self, channels: Sequence[str], position: RecoverPosition
+    ) -> dict[str, Recovered | NotRecovered]:
+        """Reads from the log what a client at ``position`` missed on ``channels`` (those
+        :meth:`recovers_from_log` accepts), up to positions their windows cover.
+
+        When this returns, each ``Recovered`` channel's window covers its ``position``:
+        subscribe in the same step (no await between) with the window's recovery from
+        there and nothing falls between the read and live delivery.
+        """
+        found: dict[str, Recovered | NotRecovered] = {}
+        since = dict.fromkeys(channels, position.offset)
+        while since:
+            outcomes = await asyncio.gather(
+                *(self._recover_one(channel, offset) for channel, offset in since.items())
+            )
+            # The reads ended at different moments: check every window again, now, and read
+            # on for those that moved past their read.
+            behind: dict[str, int] = {}
+            for channel, outcome in zip(since, outcomes, strict=True):
+                earlier = found.get(channel)
+                if isinstance(outcome, Recovered) and isinstance(earlier, Recovered):
+                    read = earlier.publications + outcome.publications
+                    outcome = Recovered(read, outcome.position)
+                found[channel] = outcome
+                if isinstance(outcome, Recovered) and not self._covers(channel, outcome.position):
+                    behind[channel] = outcome.position
+            since = behind
+        return found
+
+    async def _recover_one(self, channel: str, since: int) -> Recovered | NotRecovered:
+        """Reads ``channel``'s publications after ``since`` from the log (tidings.recovery)."""
+        options = self._options_for_name(channel)
+        limit = options.recovery_max_publications if options is not None else 0
+        outcome = await self.recoverer.recover(
+            channel, since, limit, lambda until: self._covers(channel, until)
+        )
+        if isinstance(outcome, Failed):
+            self.metrics.recoveries.labels("stream_failed").inc()
+            log.info(
+                "recovery of %r from position %d not read from the log: %s",
+                channel,
+                since,
+                outcome.reason,
+            )
+            return NotRecovered(outcome.reason)
+        self.metrics.recoveries.labels("stream").inc()
+        return Recovered(outcome.publications, outcome.until)
+
+    def _covers(self, channel: str, position: int) -> bool:
+        """Whether ``channel``'s window holds every publication after ``position``."""
+        size, ttl = self._history_limits(channel)
+        complete = self.history.complete_since(channel, size=size, ttl=ttl, now=self.clock())
+        return complete <= position
+
+    def _route_for_recovery(self, record: Record) -> Routed | Removal | None:
+        """A record read again for a recovery: its channels, a history removal, or None."""
+        if commands.COMMAND_HEADER in record.headers:
+            try:
+                command = commands.decode(record.headers, record.body, self.settings.api.key)
+            except commands.CommandError:
+                return None
+            return Removal(command.channel) if command.kind == "history_remove" else None
+        routed = self.router.route(record)
+        return None if isinstance(routed, Rejected) else routed
+
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
         self._untrack(sub, channel)
@@ -701,9 +800,14 @@ class Node:
 
     async def perform(self, operation: Operation, peer: Peer) -> Outcome:
         """Performs an operation a session handed over (see tidings.protocol.operations):
-        a client publication goes to the log, the rest to the application's backend."""
+        a client publication goes to the log, a recovery reads it, the rest goes to the
+        application's backend."""
         if isinstance(operation, PublishCall):
             return await self._append_publication(operation)
+        if isinstance(operation, RecoverCall):
+            request = operation.request
+            found = await self.recover_from_log([request.channel], request.position)
+            return found[request.channel]
         return await self.proxy.perform(operation, peer)
 
     # ------------------------------------------------------------------ server commands

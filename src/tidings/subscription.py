@@ -42,6 +42,14 @@ class Recovery:
     publications: tuple[Publication, ...] = ()
     skip_until: int = 0
 
+    def after_log(self, read: tuple[Publication, ...], limit: int) -> Recovery:
+        """This recovery from the window, preceded by ``read``, the publications read from
+        the log up to where the window took over; not recovered at all when this one is
+        not or when together they are more than ``limit``."""
+        if not self.recovered or len(read) + len(self.publications) > limit:
+            return Recovery(False)
+        return Recovery(True, read + self.publications, self.skip_until)
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from tidings.log.base import RangeGone
 from tidings.log.memory import MemoryLog
 from tidings.record import Record
 
@@ -108,3 +109,40 @@ async def test_close() -> None:
 async def test_quarantine_is_a_no_op() -> None:
     log = MemoryLog()
     assert log.quarantine(Record(1, "k", b"x", 0.0), "not_json", "bad") is None
+
+
+async def _scanned(log: MemoryLog, after: int, until: int) -> list[list[int]]:
+    return [[r.position for r in batch] async for batch in log.scan(after, until)]
+
+
+async def _holding(count: int, batch: int, max_records: int = 100_000) -> MemoryLog:
+    log = MemoryLog(max_records=max_records)
+    log.SCAN_BATCH = batch
+    await log.start(Consumer(), 0)
+    for n in range(count):
+        await log.append("k", b"%d" % n)
+    return log
+
+
+async def test_scan_reads_a_range_again_in_batches() -> None:
+    log = await _holding(10, 3)
+    assert log.scans
+    assert await _scanned(log, 2, 9) == [[3, 4, 5], [6, 7, 8], [9]]
+    assert await _scanned(log, 9, 9) == []
+
+
+async def test_scan_of_a_range_whose_start_is_gone_raises() -> None:
+    log = await _holding(10, 1000, max_records=4)
+    assert await _scanned(log, 6, 10) == [[7, 8, 9, 10]]
+    with pytest.raises(RangeGone) as gone:
+        await _scanned(log, 5, 10)
+    assert gone.value.first == 7
+
+
+async def test_scan_takes_no_record_appended_after_it_started() -> None:
+    log = await _holding(3, 1)
+    seen = []
+    async for batch in log.scan(0, 3):
+        seen.extend(r.position for r in batch)
+        await log.append("k", b"later")
+    assert seen == [1, 2, 3]

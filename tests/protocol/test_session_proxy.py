@@ -9,8 +9,9 @@ import pytest
 
 from tests.fakes import T0, WALL, Client, FakeHost, settings
 from tidings.codes import DisconnectCode, ErrorCode
-from tidings.config import NamespaceSettings
+from tidings.config import ChannelOptions, NamespaceSettings
 from tidings.protocol.calls import MAX_OPERATIONS_IN_FLIGHT
+from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (
     INTERNAL,
     Answered,
@@ -18,11 +19,14 @@ from tidings.protocol.operations import (
     ConnectCall,
     Connected,
     Disconnected,
+    NotRecovered,
     Operation,
     Outcome,
     ProxyPublishCall,
     PublishCall,
     Published,
+    RecoverCall,
+    Recovered,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -31,6 +35,7 @@ from tidings.protocol.operations import (
     Subscribed,
 )
 from tidings.protocol.session import MAX_WAITING_COMMANDS, SessionState
+from tidings.publication import Publication
 
 
 def make_host(*events: str) -> FakeHost:
@@ -467,3 +472,92 @@ class TestPublishProxy:
         assert reply["error"]["code"] == ErrorCode.PERMISSION_DENIED  # not proxied: refused
         client.send({"id": 3, "publish": {"channel": "backend:1", "data": 1}})
         assert isinstance(only(client), ProxyPublishCall)  # proxied: the backend decides
+
+
+class TestRecoverFromLog:
+    """A subscription whose position the window no longer reaches: the log is read first."""
+
+    def connected(self, limit: int = 10_000) -> tuple[FakeHost, Client]:
+        host = FakeHost(
+            settings(
+                channels=ChannelOptions(recovery_max_publications=limit),
+                namespaces=[NamespaceSettings(name="backend", proxy_subscribe=True)],
+            )
+        )
+        host.log_recovers = {"news", "backend:1"}
+        for offset in range(10, 15):  # the window holds 10..14, complete from 9
+            host.hub.publish(pub("news", offset), size=100, ttl=300, now=WALL)
+        host.history.window("news").complete_since = 9  # type: ignore[union-attr]
+        host.head = 14
+        client = Client(host)
+        client.connect()
+        return host, client
+
+    def subscribe(self, client: Client, channel: str = "news") -> RecoverCall:
+        command = {"subscribe": {"channel": channel, "recover": True, "offset": 3, "epoch": "ep1"}}
+        later = {"id": 3, "presence_stats": {"channel": "x"}}
+        assert client.send({"id": 2, **command}, later) == []
+        call = only(client)
+        assert isinstance(call, RecoverCall)
+        assert call.request.position == RecoverPosition(3, "ep1") and call.command_id == 2
+        assert channel not in client.session.channels
+        return call
+
+    def test_the_read_and_the_window_make_the_recovery(self) -> None:
+        host, client = self.connected()
+        call = self.subscribe(client)
+        read = tuple(pub("news", offset) for offset in (4, 6, 9))
+        replies = complete(client, call, Recovered(read, 9))
+        assert [r["id"] for r in replies] == [2, 3]  # the waiting command after it
+        result = replies[0]["subscribe"]
+        assert result["recovered"] is True
+        assert [p["offset"] for p in result["publications"]] == [4, 6, 9, 10, 11, 12, 13, 14]
+        assert host.subscribe_calls[-1][1:] == ("news", RecoverPosition(9, "ep1"))
+        assert "news" in client.session.channels
+
+    def test_a_failed_read_is_not_recovered_with_nothing_replayed(self) -> None:
+        _, client = self.connected()
+        [reply, _] = complete(client, self.subscribe(client), NotRecovered("too_many"))
+        result = reply["subscribe"]
+        assert result["was_recovering"] is True
+        assert "recovered" not in result and "publications" not in result
+        assert "news" in client.session.channels
+
+    def test_the_read_and_the_window_together_over_the_limit_are_not_recovered(self) -> None:
+        _, client = self.connected(limit=7)
+        read = tuple(pub("news", offset) for offset in (4, 6, 9))
+        [reply, _] = complete(client, self.subscribe(client), Recovered(read, 9))
+        assert "recovered" not in reply["subscribe"]
+        assert "publications" not in reply["subscribe"]
+
+    def test_after_the_subscribe_proxy_with_its_data(self) -> None:
+        host, client = self.connected()
+        host.proxied = {"subscribe"}
+        command = {"channel": "backend:1", "recover": True, "offset": 3, "epoch": "ep1"}
+        client.send({"id": 2, "subscribe": command})
+        assert complete(client, only(client), Subscribed(b'{"ok":1}', b'{"i":1}')) == []
+        call = only(client)
+        assert isinstance(call, RecoverCall) and call.chan_info == b'{"i":1}'
+        [reply] = complete(client, call, Recovered((pub("backend:1", 5),), 14))
+        assert reply["subscribe"]["data"] == {"ok": 1}
+        assert [p["offset"] for p in reply["subscribe"]["publications"]] == [5]
+
+    def test_subscribed_by_the_server_meanwhile(self) -> None:
+        _, client = self.connected()
+        call = self.subscribe(client)
+        assert client.session.server_subscribe("news")
+        client.session.take_output()
+        [reply, _] = complete(client, call, Recovered((), 14))
+        assert reply["error"]["code"] == ErrorCode.ALREADY_SUBSCRIBED
+
+    def test_a_recovery_the_window_serves_needs_no_read(self) -> None:
+        host, client = self.connected()
+        host.log_recovers = set()
+        command = {"channel": "news", "recover": True, "offset": 11, "epoch": "ep1"}
+        [reply] = client.send({"id": 2, "subscribe": command})
+        assert [p["offset"] for p in reply["subscribe"]["publications"]] == [12, 13, 14]
+        assert client.session.take_operations() == []
+
+
+def pub(channel: str, offset: int) -> Publication:
+    return Publication(channel, offset, b'{"n":%d}' % offset, WALL)

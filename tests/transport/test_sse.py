@@ -356,14 +356,39 @@ async def test_a_position_of_another_epoch_gets_a_gap_event(
     assert pub_data(await client.event()) == {"n": "live"}  # nothing replayed before it
 
 
-async def test_a_position_older_than_the_history_gets_a_gap_event(serve: ServerFactory) -> None:
+async def test_a_position_older_than_the_history_is_recovered_from_the_log(
+    serve: ServerFactory,
+) -> None:
     server = await serve({"channels.history_size": 2})
+    for n in range(5):
+        await server.publish("user#alice", {"n": n})
+        await server.publish("user#bob", {"n": n})
+    client, first = await connected(server, headers={"Last-Event-ID": eid(server, 1)})
+    assert first.json()["connect"]["subs"]["user#alice"]["recovered"] is True
+    replay = [await client.event() for _ in range(4)]
+    assert [pub_data(e) for e in replay] == [{"n": n} for n in range(1, 5)]
+    assert [e.id for e in replay] == [eid(server, p) for p in (3, 5, 7, 9)]
+    await server.publish("user#alice", {"n": "live"})
+    assert pub_data(await client.event()) == {"n": "live"}  # nothing twice, nothing skipped
+    metrics = await server.metrics()
+    assert metrics["tidings_recoveries_total", (("outcome", "stream"),)] == 1
+
+
+async def test_a_position_older_than_the_history_gets_a_gap_event_past_the_bound(
+    serve: ServerFactory,
+) -> None:
+    server = await serve(
+        {"channels.history_size": 2, "channels.recovery_max_publications": 3}
+    )
     for n in range(5):
         await server.publish("user#alice", {"n": n})
     client, _ = await connected(server, headers={"Last-Event-ID": eid(server, 1)})
     gap = await client.event()
     assert (gap.event, gap.json()["offset"]) == ("gap", 5)
+    await server.publish("user#alice", {"n": "live"})
+    assert pub_data(await client.event()) == {"n": "live"}  # nothing replayed before it
     metrics = await server.metrics()
+    assert metrics["tidings_recoveries_total", (("outcome", "stream_failed"),)] == 1
     assert metrics["tidings_recoveries_total", (("outcome", "failed"),)] == 1
 
 

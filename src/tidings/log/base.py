@@ -7,17 +7,37 @@ offsets: the same event has the same position on every node reading the same log
 Two backends implement exactly this interface: :mod:`tidings.log.memory`, the reference
 (one process, a few lines per method), and :mod:`tidings.log.rabbitmq`, a RabbitMQ stream
 read whole by every node. The node is the only :class:`LogConsumer`.
+
+Besides the tail every node follows, a log can read a past range again (:meth:`Log.scan`):
+that is how a client whose position left the node's history windows is recovered from
+the log itself (:mod:`tidings.recovery`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Protocol
 
 from tidings.record import Record
 
-__all__ = ["Log", "LogConsumer"]
+__all__ = ["Log", "LogConsumer", "RangeGone", "ScanUnavailable"]
+
+
+class RangeGone(Exception):
+    """The log no longer holds the start of a range (retention removed it).
+
+    Attributes:
+        first: the first position the log still holds (0 when unknown).
+    """
+
+    def __init__(self, first: int) -> None:
+        super().__init__(f"the log holds positions from {first} on")
+        self.first = first
+
+
+class ScanUnavailable(Exception):
+    """The log cannot read past ranges now (not started, or no protocol to read them)."""
 
 
 class LogConsumer(Protocol):
@@ -64,6 +84,24 @@ class Log(abc.ABC):
         self, routing_key: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
         """Append one event; it reaches consumers through ``on_records`` like any other."""
+
+    @property
+    @abc.abstractmethod
+    def scans(self) -> bool:
+        """Whether :meth:`scan` can read past ranges now."""
+
+    @abc.abstractmethod
+    def scan(self, after: int, until: int) -> AsyncGenerator[Sequence[Record], None]:
+        """Reads the records with positions in ``(after, until]`` again, in batches in
+        position order; ``until`` must be a position the log has passed.
+
+        The reader awaits between batches, so a long range does not hold the event loop;
+        leaving the iteration early (``aclose``, a break) stops the read.
+
+        Raises:
+            RangeGone: position ``after + 1`` is no longer held.
+            ScanUnavailable: the log cannot read ranges now.
+        """
 
     @abc.abstractmethod
     def quarantine(self, record: Record, kind: str, reason: str) -> None:

@@ -2,17 +2,20 @@
 
 It stands in for RabbitMQ in the quick start, the demo and the unit tests. Positions come
 from a counter and the epoch is new at each start, so a client that held a position from
-an earlier run is told plainly that its recovery failed.
+an earlier run is told plainly that its recovery failed. It keeps what it retains for
+:meth:`MemoryLog.scan`, the reference of a range read: positions are contiguous here, so a
+range is gone exactly when the oldest record kept is past its start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
-from tidings.log.base import Log, LogConsumer
+from tidings.log.base import Log, LogConsumer, RangeGone
 from tidings.record import Record
 
 __all__ = ["MemoryLog"]
@@ -20,6 +23,9 @@ __all__ = ["MemoryLog"]
 
 class MemoryLog(Log):
     """A log kept in memory; ``append`` delivers synchronously to the consumer."""
+
+    #: Records per batch of :meth:`scan`.
+    SCAN_BATCH = 1000
 
     def __init__(
         self,
@@ -68,6 +74,22 @@ class MemoryLog(Log):
             self._records.popleft()
         if self._consumer is not None:
             self._consumer.on_records((record,))
+
+    @property
+    def scans(self) -> bool:
+        return not self._closed
+
+    async def scan(self, after: int, until: int) -> AsyncGenerator[Sequence[Record], None]:
+        records = self._records
+        first = records[0].position if records else self._next
+        if after + 1 < first and after < until:
+            raise RangeGone(first)
+        # A copy: appends and evictions may happen while the reader waits between batches.
+        wanted = [r for r in records if after < r.position <= until]
+        for start in range(0, len(wanted), self.SCAN_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            yield wanted[start : start + self.SCAN_BATCH]
 
     def quarantine(self, record: Record, kind: str, reason: str) -> None:
         # Nothing to copy to: the node has already counted and logged the record.

@@ -11,6 +11,10 @@ and checks that the stream is still the one it read; the epoch keeper
 Records the node could not route are copied to ``amqp.quarantine_exchange``
 (:mod:`~tidings.log.quarantine`).
 
+Past ranges are read again over the stream protocol, on connections of their own
+(:mod:`~tidings.log.scan`), for recoveries older than the node's history windows; with
+AMQP 0-9-1 only (``amqp.reader = "amqp"``, or no plugin) the log does not scan.
+
 ``start`` returns once the warm-up window was delivered and the epoch is known: right
 after attaching, the node writes a marker into the stream and waits to read it back.
 
@@ -31,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,12 +45,13 @@ from aiormq.exceptions import AMQPError, PublishError
 
 from tidings.config import AmqpSettings
 from tidings.log.addresses import AddressRing, follow_ring
-from tidings.log.base import Log, LogConsumer
+from tidings.log.base import Log, LogConsumer, ScanUnavailable
 from tidings.log.broker import SourceError, connect, describe
 from tidings.log.epoch import EpochKeeper
 from tidings.log.inbox import Inbox
 from tidings.log.probe import StreamReader
 from tidings.log.quarantine import Quarantine
+from tidings.log.scan import StreamScan
 from tidings.log.supervisor import Supervisor
 from tidings.log.tail import Tail
 from tidings.log.topology import declare_topology, reaches_stream
@@ -112,6 +117,7 @@ class RabbitMqLog(Log):
         self._tail: Tail | None = None
         self._supervisor: Supervisor | None = None
         self._quarantine: Quarantine | None = None
+        self._scan: StreamScan | None = None
 
     # -- the Log interface -------------------------------------------------------------
 
@@ -180,6 +186,13 @@ class RabbitMqLog(Log):
                 logger=self._log,
             )
             await tail.open()
+            if tail.reader == "stream":
+                self._scan = StreamScan(
+                    s,
+                    timeout=self._timeout,
+                    name=f"{self._connection_name}-scan",
+                    logger=self._log,
+                )
             self._supervisor = Supervisor(
                 s,
                 topology,
@@ -252,6 +265,24 @@ class RabbitMqLog(Log):
             ) from None
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             raise SourceError(f"could not publish the event: {describe(exc)}") from exc
+
+    @property
+    def scans(self) -> bool:
+        """True while ready and the stream protocol is available."""
+        return self._scan is not None and self.ready
+
+    def scan(self, after: int, until: int) -> AsyncGenerator[Sequence[Record], None]:
+        """Reads ``(after, until]`` again over the stream protocol (see
+        :mod:`tidings.log.scan`).
+
+        Raises:
+            RangeGone: the stream's retention removed position ``after + 1``.
+            ScanUnavailable: no stream protocol, or the log is not started or closed.
+            TimeoutError, OSError, rstream.ServerError: the broker did not serve the range.
+        """
+        if self._scan is None or self._closed:
+            raise ScanUnavailable("the stream protocol is not available")
+        return self._scan.scan(after, until)
 
     def quarantine(self, record: Record, kind: str, reason: str) -> None:
         """Queues a copy of ``record`` for ``amqp.quarantine_exchange`` (no-op if unset).

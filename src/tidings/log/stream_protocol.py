@@ -38,7 +38,13 @@ from tidings.log.addresses import AddressRing, StreamAddress, stream_addresses
 from tidings.log.amqp10 import Unsupported, read_message
 from tidings.log.message import StreamMessage, normalise_headers
 
-__all__ = ["StreamAddress", "StreamProtocolReader", "message_from_bytes", "message_of"]
+__all__ = [
+    "StreamAddress",
+    "StreamProtocolReader",
+    "message_from_bytes",
+    "message_of",
+    "new_consumer",
+]
 
 # Chunks the broker may send ahead (rstream returns one credit per chunk received). At
 # 15,000 events/s on the shared 2-core machine, p99 publish -> read was 66-111 ms with
@@ -87,6 +93,36 @@ def message_from_bytes(data: bytes, offset: int) -> StreamMessage:
         headers,  # normalised as read
         created / 1000 if created is not None else None,
         _text(message_id) if message_id is not None else None,
+    )
+
+
+def new_consumer(
+    address: StreamAddress,
+    name: str,
+    load_balancer_mode: bool,
+    on_close: Callable[[OnClosedErrorInfo], None] | None = None,
+) -> rstream.Consumer:
+    """An rstream consumer for ``address`` (not connected yet), with rstream's own
+    recovery off.
+
+    Args:
+        address: where to connect.
+        name: the connection's name, shown by ``rabbitmqctl list_stream_connections``.
+        load_balancer_mode: connect only ever to ``address``, never to the address the
+            broker advertises (see the module's docstring).
+        on_close: called when the broker ends the connection or moves the stream.
+    """
+    return rstream.Consumer(
+        address.host,
+        address.port,
+        username=address.user,
+        password=address.password,
+        vhost=address.vhost,
+        ssl_context=ssl.create_default_context() if address.tls else None,
+        connection_name=name,
+        load_balancer_mode=load_balancer_mode,
+        on_close_handler=on_close,
+        recovery_strategy=rstream.recovery.BackOffRecoveryStrategy(False),
     )
 
 
@@ -150,19 +186,8 @@ class StreamProtocolReader:
                     self._ring.advance()  # the link broke, maybe with its node: try another
                 self._on_lost(f"stream protocol: {info.reason}", changed)
 
-        return rstream.Consumer(
-            address.host,
-            address.port,
-            username=address.user,
-            password=address.password,
-            vhost=address.vhost,
-            ssl_context=ssl.create_default_context() if address.tls else None,
-            connection_name=self._name,
-            # One address: only ever that one (see the module's docstring).
-            load_balancer_mode=len(self._ring) == 1,
-            on_close_handler=closed,
-            recovery_strategy=rstream.recovery.BackOffRecoveryStrategy(False),
-        )
+        # One address: only ever that one (see the module's docstring).
+        return new_consumer(address, self._name, len(self._ring) == 1, closed)
 
     @contextlib.asynccontextmanager
     async def _moving_on(self) -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ from tidings.protocol.operations import (
     ProxyPublishCall,
     PublishCall,
     Published,
+    RecoverCall,
     RpcCall,
     SubscribeCall,
 )
@@ -46,7 +47,9 @@ def finish(session: SessionCore, operation: Operation, outcome: Outcome, now: fl
     if isinstance(operation, ConnectCall):
         connect.connected(session, operation, outcome, now)
     elif isinstance(operation, SubscribeCall):
-        subscribing.subscribed(session, operation, outcome)
+        subscribing.subscribed(session, operation, outcome, now)
+    elif isinstance(operation, RecoverCall):
+        subscribing.recovered(session, operation, outcome, now)
     elif isinstance(operation, RpcCall):
         _answered(session, operation, outcome)
     elif isinstance(operation, PublishCall):

@@ -60,6 +60,11 @@ class CommandHost(Protocol):
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         """Removes the subscription."""
 
+    def recovers_from_log(self, channel: str, position: RecoverPosition) -> bool:
+        """Whether a recovery from ``position`` needs the log itself (the channel's window
+        no longer reaches it) and the log can give it: then the session sends a
+        :class:`~tidings.protocol.operations.RecoverCall` before subscribing."""
+
     def read_history(
         self, channel: str, limit: int, since: RecoverPosition | None, reverse: bool
     ) -> HistoryPage | None:

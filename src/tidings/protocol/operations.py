@@ -5,7 +5,9 @@ application's backend (the proxies) over the network, or from the log (a client'
 ``publish`` is answered once the log took the publication). The session stays sans-I/O: it
 queues an :data:`Operation` (``Session.take_operations``), the host performs it and gives
 back an :data:`Outcome` (``Session.complete``), and only then does the session produce the
-reply. An operation that :attr:`holds` the session (connect, subscribe) makes the commands
+reply. A subscription whose recovery needs the log itself (its position is older than the
+channel's history window) leaves as a :class:`RecoverCall` too. An operation that
+:attr:`holds` the session (connect, subscribe, recover) makes the commands
 after it wait until it completes, so they see its effect, as if it had been answered at
 once; the others (rpc, refresh, publish) let later commands pass, their replies matched by id.
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from tidings.codes import ErrorCode
 from tidings.protocol.messages import ConnectRequest, SubscribeRequest
+from tidings.publication import Publication
 
 __all__ = [
     "INTERNAL",
@@ -28,12 +31,15 @@ __all__ = [
     "ConnectCall",
     "Connected",
     "Disconnected",
+    "NotRecovered",
     "Operation",
     "Outcome",
     "Peer",
     "ProxyPublishCall",
     "PublishCall",
     "Published",
+    "RecoverCall",
+    "Recovered",
     "RefreshCall",
     "Refreshed",
     "Rejected",
@@ -147,7 +153,34 @@ class ProxyPublishCall(_Call):
     holds = True
 
 
-Operation = ConnectCall | RefreshCall | SubscribeCall | RpcCall | ProxyPublishCall | PublishCall
+@dataclass(frozen=True, slots=True)
+class RecoverCall(_Call):
+    """Read what a subscribing client missed from the log, where the channel's history
+    window no longer reaches its position (the node performs it, see
+    :mod:`tidings.recovery`). The subscription is allowed already; it is made when the
+    call completes, with what it carries here."""
+
+    request: SubscribeRequest
+    #: The subscriber's channel info (subscription token, subscribe proxy), None if none.
+    chan_info: bytes | None = None
+    #: Unix time the subscription token expires, 0 for none.
+    expires_at: int = 0
+    #: Compact JSON of the subscribe proxy's ``data`` for the client, None if none.
+    data: bytes | None = None
+    command_id: int = 0
+
+    holds = True
+
+
+Operation = (
+    ConnectCall
+    | RefreshCall
+    | SubscribeCall
+    | RpcCall
+    | ProxyPublishCall
+    | PublishCall
+    | RecoverCall
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +260,23 @@ class Approved:
     data: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The log gave every publication of the channel after the client's position up to
+    ``position``, from where the channel's history window takes over."""
+
+    publications: tuple[Publication, ...]
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotRecovered:
+    """The log could not give what the client missed (``reason``: see
+    :class:`tidings.recovery.Failed`); it is told ``recovered: false``."""
+
+    reason: str
+
+
 Outcome = (
     Rejected
     | Disconnected
@@ -236,4 +286,6 @@ Outcome = (
     | Answered
     | Published
     | Approved
+    | Recovered
+    | NotRecovered
 )

@@ -1,6 +1,11 @@
 """A session's subscriptions: the ``subscribe``, ``unsubscribe`` and ``sub_refresh``
-commands, the subscribe proxy's answer, those the server API makes and ends, and who gets
-join/leave.
+commands, the subscribe proxy's answer, the recovery read from the log, those the server
+API makes and ends, and who gets join/leave.
+
+A client-made subscription that asks to recover from a position its channel's history
+window no longer reaches leaves as a :class:`~tidings.protocol.operations.RecoverCall`
+(:mod:`tidings.recovery` reads the log); it is made when the call completes, with the
+window's recovery from where the read stopped, in that one step.
 
 Plain functions of a :class:`~tidings.protocol.core.SessionCore`, which a
 :class:`~tidings.protocol.session.Session` calls; sans-I/O like it.
@@ -8,6 +13,7 @@ Plain functions of a :class:`~tidings.protocol.core.SessionCore`, which a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +33,18 @@ from tidings.protocol import queries
 from tidings.protocol.codec import raw
 from tidings.protocol.messages import (
     Command,
+    RecoverPosition,
     SubRefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
 )
-from tidings.protocol.operations import Outcome, SubscribeCall, Subscribed
+from tidings.protocol.operations import (
+    Outcome,
+    RecoverCall,
+    Recovered,
+    SubscribeCall,
+    Subscribed,
+)
 
 if TYPE_CHECKING:
     from tidings.protocol.core import SessionCore
@@ -121,9 +134,59 @@ def subscribe(
     if refused is not None:
         session._error(command, refused)
         return
-    result = enter(session, request, None if sub_claims is None else sub_claims.info)
-    if sub_claims is not None and sub_claims.expires_at:
-        _expire_at(session, channel, sub_claims.expires_at, now, result)
+    _join(
+        session,
+        command,
+        request,
+        None if sub_claims is None else sub_claims.info,
+        0 if sub_claims is None else sub_claims.expires_at,
+        None,
+        now,
+    )
+
+
+def _join(
+    session: SessionCore,
+    command: Command,
+    request: SubscribeRequest,
+    chan_info: bytes | None,
+    expires_at: int,
+    data: bytes | None,
+    now: float,
+) -> None:
+    """Makes an allowed subscription and replies, or first reads its recovery from the log."""
+    if request.recover and session._host.recovers_from_log(request.channel, request.position):
+        session._start(
+            RecoverCall(
+                session._ticket(),
+                session.client_id,
+                session.user,
+                session._meta,
+                request,
+                chan_info,
+                expires_at,
+                data,
+                command.id,
+            )
+        )
+        return
+    result = enter(session, request, chan_info)
+    _reply_joined(session, command, request.channel, result, expires_at, data, now)
+
+
+def _reply_joined(
+    session: SessionCore,
+    command: Command,
+    channel: str,
+    result: dict[str, Any],
+    expires_at: int,
+    data: bytes | None,
+    now: float,
+) -> None:
+    if expires_at:
+        _expire_at(session, channel, expires_at, now, result)
+    if data is not None:
+        result["data"] = raw(data)
     session._reply(command, result)
 
 
@@ -138,34 +201,58 @@ def _expire_at(
     result["ttl"] = session._ttl(expires_at, now)
 
 
-def subscribed(session: SessionCore, call: SubscribeCall, outcome: Outcome) -> None:
+def subscribed(session: SessionCore, call: SubscribeCall, outcome: Outcome, now: float) -> None:
     """The subscribe proxy answered."""
     if not isinstance(outcome, Subscribed):
         log.info("subscription to %r refused by the backend: %r", call.request.channel, outcome)
         session._rejected(call.command_id, "subscribe", outcome)
         return
     command = Command(call.command_id, "subscribe")
-    if call.request.channel in session.channels:
+    if _still_open(session, command, call.request.channel):
+        _join(session, command, call.request, outcome.info, 0, outcome.data, now)
+
+
+def recovered(session: SessionCore, call: RecoverCall, outcome: Outcome, now: float) -> None:
+    """The log was read for the subscription's recovery: it is made now, recovered or
+    not."""
+    command = Command(call.command_id, "subscribe")
+    request = call.request
+    if not _still_open(session, command, request.channel):
+        return
+    read = outcome if isinstance(outcome, Recovered) else None
+    result = enter(session, request, call.chan_info, read)
+    _reply_joined(session, command, request.channel, result, call.expires_at, call.data, now)
+
+
+def _still_open(session: SessionCore, command: Command, channel: str) -> bool:
+    """Whether a subscription decided while an operation was out may still be made."""
+    if channel in session.channels:
         # The server API subscribed it meanwhile.
         session._error(command, ErrorCode.ALREADY_SUBSCRIBED)
-        return
+        return False
     if len(session.channels) >= session._settings.max_subscriptions:
         session._error(command, ErrorCode.LIMIT_EXCEEDED, _TOO_MANY)
-        return
-    result = enter(session, call.request, outcome.info)
-    if outcome.data is not None:
-        result["data"] = raw(outcome.data)
-    session._reply(command, result)
+        return False
+    return True
 
 
 def enter(
-    session: SessionCore, request: SubscribeRequest, chan_info: bytes | None = None
+    session: SessionCore,
+    request: SubscribeRequest,
+    chan_info: bytes | None = None,
+    read: Recovered | None = None,
 ) -> dict[str, Any]:
     """Adds an allowed subscription (with its channel info, when it has one); returns its
-    result."""
-    outcome = session._host.subscribe(
-        session._subscriber, request.channel, request.position if request.recover else None
-    )
+    result.
+
+    Args:
+        read: what the log gave of the recovery; the window then recovers from where that
+            read stopped, and the two together are the recovery.
+    """
+    position: RecoverPosition | None = request.position if request.recover else None
+    if read is not None:
+        position = RecoverPosition(read.position, request.position.epoch)
+    outcome = session._host.subscribe(session._subscriber, request.channel, position)
     session.channels.add(request.channel)
     if chan_info is not None:
         if session.chan_info is None:
@@ -173,6 +260,10 @@ def enter(
         session.chan_info[request.channel] = chan_info
     name = parse_channel(request.channel)
     options = session._host.channel_options(name) if name is not None else None
+    if read is not None and outcome.recovery is not None:
+        limit = options.recovery_max_publications if options is not None else 0
+        recovery = outcome.recovery.after_log(read.publications, limit)
+        outcome = dataclasses.replace(outcome, recovery=recovery)
     if name is not None and options is not None:
         push_join_leave = wants_join_leave(session, name, options, request.join_leave)
         track(session, request.channel, push_join_leave)

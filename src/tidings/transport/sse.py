@@ -57,12 +57,13 @@ from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
 from tidings.codes import DisconnectCode, close_reason, reconnects
 from tidings.config import ChannelOptions
+from tidings.errors import TokenError
 from tidings.node import Node
 from tidings.presence import ClientInfo
 from tidings.protocol import eventstream
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
-from tidings.protocol.operations import Peer
+from tidings.protocol.operations import NotRecovered, Peer, Recovered
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import ChannelEvent, Publication
 from tidings.subscription import HistoryPage, Subscriber
@@ -185,9 +186,15 @@ class _StreamHost:
     inside the connect push.
     """
 
-    def __init__(self, node: Node, since: RecoverPosition | None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        since: RecoverPosition | None,
+        read: Mapping[str, Recovered | NotRecovered] | None = None,
+    ) -> None:
         self._node = node
         self._since = since
+        self._read = read or {}
         self.subscribed: dict[str, _Subscribed] = {}
 
     def subscribe(
@@ -195,7 +202,19 @@ class _StreamHost:
     ) -> SubscribeOutcome:
         if self._since is not None:
             recover = self._since
-        outcome = self._node.subscribe(sub, channel, recover)
+        read = self._read.get(channel)
+        if isinstance(read, Recovered) and recover is not None:
+            # Read from the log up to where the window takes over (see _read_from_log).
+            outcome = self._node.subscribe(
+                sub, channel, RecoverPosition(read.position, recover.epoch)
+            )
+            if outcome.recovery is not None:
+                options = self._node.options_for(channel)
+                limit = options.recovery_max_publications if options is not None else 0
+                joined = outcome.recovery.after_log(read.publications, limit)
+                outcome = dataclasses.replace(outcome, recovery=joined)
+        else:
+            outcome = self._node.subscribe(sub, channel, recover)
         self.subscribed[channel] = _Subscribed(recover, outcome)
         recovery = outcome.recovery
         if recovery is None or not recovery.publications:
@@ -221,6 +240,10 @@ class _StreamHost:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self._node.unsubscribe(sub, channel)
+
+    def recovers_from_log(self, channel: str, position: RecoverPosition) -> bool:
+        # The stream's channels come from its token and were read before connecting.
+        return False
 
     def release(self, session: Session) -> None:
         self._node.release(session)
@@ -273,6 +296,24 @@ class _StreamHost:
             gap_id = eventstream.event_id(epoch, head)
             events.append(eventstream.event(orjson.dumps(gap), id=gap_id, name=b"gap"))
         return events
+
+
+async def _read_from_log(
+    node: Node, token: str, since: RecoverPosition | None
+) -> dict[str, Recovered | NotRecovered]:
+    """What the token's channels missed since the stream's last position, read from the
+    log for those whose window no longer reaches it (nothing for other connections: a
+    bad token is refused by the session, a connect proxy decides the channels later)."""
+    if since is None or not token:
+        return {}
+    try:
+        claims = node.authenticate(token)
+    except TokenError:
+        return {}
+    channels = [c for c in dict.fromkeys(claims.channels) if node.recovers_from_log(c, since)]
+    if not channels:
+        return {}
+    return await node.recover_from_log(channels, since)
 
 
 # ---------------------------------------------------------------------- requests
@@ -353,7 +394,10 @@ async def _serve(request: web.Request, *, native: bool) -> web.StreamResponse:
             node.settings.proxy.http_headers,
         ),
     )
-    host = _StreamHost(node, _since(request))
+    since = _since(request)
+    read = await _read_from_log(node, connect.token, since)
+    # No await from here to the subscribe: the windows still cover where the reads ended.
+    host = _StreamHost(node, since, read)
     now = node.monotonic()
     session = Session(
         host, conn, node.settings.client, now, bidirectional=False, wall_clock=node.clock()
