@@ -103,13 +103,15 @@ async function eventually(read, accept, ms, what) {
 /**
  * A WebSocket class for the SDK that records every frame both ways and can take the
  * network away: `cut()` kills the open socket, and while `offline` is set new sockets
- * point at a closed port, so the SDK's reconnect attempts fail until it is cleared.
+ * point at a closed port, so the SDK's reconnect attempts fail until it is cleared. With
+ * `redirect` set, new sockets go to that URL instead (another node, as a load balancer
+ * would send a reconnecting client).
  */
 function recordingNetwork() {
-  const net = { sent: [], received: [], sockets: [], offline: false };
+  const net = { sent: [], received: [], sockets: [], offline: false, redirect: null };
   class RecordingWebSocket extends WebSocket {
     constructor(url, ...rest) {
-      super(net.offline ? 'ws://127.0.0.1:9/connection/websocket' : url, ...rest);
+      super(net.offline ? 'ws://127.0.0.1:9/connection/websocket' : net.redirect || url, ...rest);
       net.sockets.push(this);
       this.on('message', (data) => {
         for (const line of data.toString().split('\n')) {

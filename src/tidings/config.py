@@ -304,8 +304,9 @@ class RecoverySettings:
     again from the stream (see tidings.recovery)."""
 
     #: Longest a recovery from the log may take, waiting for a read included; past it the
-    #: client is told ``recovered: false``.
-    max_seconds: float = _duration(5.0, minimum=0.01)
+    #: client is told ``recovered: false``. Below the SDK's command timeout (5 s), which
+    #: the subscribe reply must beat.
+    max_seconds: float = _duration(4.0, minimum=0.01)
     #: Most log records a recovery may read (its position's distance to the head); farther
     #: back is ``recovered: false`` at once.
     max_records: int = _bounded(1_000_000, 1)

@@ -42,7 +42,7 @@ BATCH = 500
 #: Batches read ahead of the reader.
 QUEUED = 4
 #: Chunks the broker may send ahead of what rstream handed over.
-_CREDIT = 4
+_CREDIT = 32
 
 # What the callback queues: a batch, or the end of the range.
 _Item = list[StreamMessage] | None

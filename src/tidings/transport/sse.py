@@ -22,8 +22,11 @@ byte of the body; this module is the transport around it. One position serves al
 of the stream's channels (a position is an offset in the one log). The server recovers
 each channel from it through the node's atomic subscribe-and-snapshot, replays what was
 missed in position order, each event with its own id, and then goes live, so nothing is
-lost or repeated. A channel that cannot be recovered (another epoch, a position older than
-its history) gets a named ``gap`` event, ``{"channel", "recovered": false, "epoch",
+lost or repeated. A position older than a channel's history window is read
+from the log first (:meth:`~tidings.node.Node.recover_from_log`, before the session
+connects, with no await between the read and the subscribe). A channel that cannot be
+recovered (another epoch, a position the log no longer holds or past a recovery's bounds)
+gets a named ``gap`` event, ``{"channel", "recovered": false, "epoch",
 "offset"}``: the page reloads that channel's state; events after ``offset`` will follow.
 A ``Last-Event-ID`` takes precedence over the positions in ``cf_connect``, which an
 ``EventSource`` repeats unchanged on every reconnect.
