@@ -52,6 +52,7 @@ allow_presence_for_subscriber = true
 [[namespaces]]
 name = "small"
 history_size = 3
+recovery_max_publications = 5  # past the window, the log gives at most 5
 """
 
 
