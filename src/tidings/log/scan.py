@@ -11,11 +11,11 @@ starts at the first one it holds, so the first offset read tells whether the ran
 whole: past ``after``, its start is gone (:class:`~tidings.log.base.RangeGone`).
 
 *Flow.* rstream grants the broker one credit per chunk as it starts handing that chunk
-to us, and waits for our callback when it returns an awaitable. Messages are gathered in
-batches of :data:`BATCH`; a full batch is put on a queue of :data:`QUEUED` batches, and
-while that queue is full the callback waits, so no more credit is granted and at most a
-few chunks are in flight whatever the range's length. The reader of the batches awaits
-the queue between them, which gives the event loop back to live delivery.
+to us, and waits for our callback when it returns an awaitable. Messages are gathered,
+undecoded, in batches of :data:`BATCH`; a full batch is put on a queue of :data:`QUEUED`
+batches and the loop is let run, and while that queue is full the callback waits, so no
+more credit is granted and a bounded number of chunks is in flight whatever the range's
+length. The reader decodes a batch at a time.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from tidings.record import Record
 __all__ = ["BATCH", "QUEUED", "StreamScan"]
 
 #: Messages per batch handed to the reader.
-BATCH = 500
+BATCH = 200
 #: Batches read ahead of the reader.
 QUEUED = 4
 #: Chunks the broker may send ahead of what rstream handed over.
 _CREDIT = 32
 
-# What the callback queues: a batch, or the end of the range.
-_Item = list[StreamMessage] | None
+# What the callback queues: a batch of (message, offset), or the end of the range.
+_Item = list[tuple[bytes, int]] | None
 
 
 class StreamScan:
@@ -80,10 +80,13 @@ class StreamScan:
             return
         queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUED)
         last = until - 1  # the offset of position ``until``
-        gathered: list[StreamMessage] = []
+        gathered: list[tuple[bytes, int]] = []
         finished = False
 
         def received(data: bytes, context: rstream.MessageContext) -> Awaitable[None] | None:
+            # Only kept here: decoding waits for the reader, which takes a batch at a time
+            # and lets the loop run between batches (rstream hands a whole chunk over in
+            # one go, thousands of messages in a busy stream).
             nonlocal gathered, finished
             if finished:
                 return None
@@ -91,13 +94,13 @@ class StreamScan:
             if offset > last:
                 finished = True
                 return _finish(queue, gathered)
-            gathered.append(self._message(data, offset))
+            gathered.append((data, offset))
             if offset == last:
                 finished = True
                 return _finish(queue, gathered)
             if len(gathered) >= BATCH:
                 batch, gathered = gathered, []
-                return queue.put(batch)
+                return _hand(queue, batch)
             return None
 
         address = self._ring.current
@@ -124,9 +127,10 @@ class StreamScan:
                     item = await queue.get()
                 if item is None:
                     return
-                if consumed == after - 1 and item[0].offset > after:
-                    raise RangeGone(item[0].offset + 1)
-                decoded = decode(item, self._stream, consumed, time.time())
+                if consumed == after - 1 and item[0][1] > after:
+                    raise RangeGone(item[0][1] + 1)
+                messages = [self._message(data, offset) for data, offset in item]
+                decoded = decode(messages, self._stream, consumed, time.time())
                 consumed = decoded.consumed
                 if decoded.records:
                     yield decoded.records
@@ -149,7 +153,13 @@ class StreamScan:
             return StreamMessage(offset, "", "", data)
 
 
-async def _finish(queue: asyncio.Queue[_Item], batch: list[StreamMessage]) -> None:
+async def _hand(queue: asyncio.Queue[_Item], batch: list[tuple[bytes, int]]) -> None:
+    """Queues a batch and lets the loop run (a put on a queue with room never waits)."""
+    await queue.put(batch)
+    await asyncio.sleep(0)
+
+
+async def _finish(queue: asyncio.Queue[_Item], batch: list[tuple[bytes, int]]) -> None:
     """Queues the last batch (if any) and then the end of the range."""
     if batch:
         await queue.put(batch)
