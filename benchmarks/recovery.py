@@ -181,9 +181,14 @@ async def measure(node: Node, opts: argparse.Namespace, exchange: str) -> dict[s
         for n in range(opts.clients)
     ]
     cpu, wall = time.process_time(), time.monotonic()
-    outcomes = await asyncio.gather(
-        *(node.recover_from_log([c], RecoverPosition(since, epoch)) for c, since in clients)
-    )
+    tasks = []
+    for n, (channel, since) in enumerate(clients, 1):
+        tasks.append(
+            asyncio.ensure_future(node.recover_from_log([channel], RecoverPosition(since, epoch)))
+        )
+        if opts.per_turn and n % opts.per_turn == 0:
+            await asyncio.sleep(0)  # as subscribes read from sockets come, a few per turn
+    outcomes = await asyncio.gather(*tasks)
     busy_s = time.monotonic() - wall
     busy_cpu = time.process_time() - cpu
     # The latency of what was published while they ran (and a little after).
@@ -231,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", type=int, default=1_000, help="live subscribers")
     parser.add_argument("--live-rate", type=float, default=1_000, help="live events/s")
     parser.add_argument("--quiet", type=float, default=5.0, help="seconds of quiet latency")
+    parser.add_argument("--per-turn", type=int, default=0,
+                        help="recoveries started per loop turn (0: all in one)")
     parser.add_argument("--busy-max", type=float, default=10.0, help="longest busy phase, s")
     opts = parser.parse_args(argv)
     try:
