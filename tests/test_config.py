@@ -472,6 +472,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "proxy",
             "cluster",
             "recovery",
+            "web_push",
             "namespaces",
             "routes",
         }
@@ -498,6 +499,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "allow_publish_for_anonymous": False,
             "proxy_publish": False,
             "lifecycle_events": False,
+            "web_push": False,
         }
         assert m["cluster"] == {
             "control_exchange": "",

@@ -54,6 +54,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.channels",
             "tidings.auth",
             "tidings.lifecycle",
+            "tidings.webpush.vapid",
+            "tidings.webpush.subscription",
+            "tidings.webpush.message",
         ),
     ),
     (
@@ -70,7 +73,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
-    ("backend", ("tidings.proxy",)),
+    ("backend", ("tidings.proxy", "tidings.webpush")),
     ("node", ("tidings.node", "tidings.recovery")),
     (
         "edges",

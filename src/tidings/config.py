@@ -32,6 +32,7 @@ __all__ = [
     "RecoverySettings",
     "ServerSettings",
     "Settings",
+    "WebPushSettings",
     "is_loopback",
     "load_settings",
     "masked",
@@ -187,6 +188,10 @@ class ChannelOptions:
     #: Subscribing and unsubscribing are events for the application
     #: (``subscription.subscribed`` / ``unsubscribed`` on ``amqp.events_exchange``).
     lifecycle_events: bool = False
+    # --- web push ---
+    #: A publication to a user-limited channel (``name#alice``) reaches each listed user
+    #: who has no live connection in the cluster as a Web Push message (``[web_push]``).
+    web_push: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +321,46 @@ class RecoverySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebPushSettings:
+    """Web Push (RFC 8030/8291/8292) to users whose tabs are all closed; off without a key."""
+
+    #: The VAPID private key (P-256): PEM text, a path to a PEM file, or the raw 32-byte
+    #: key in base64url (``tidings webpush-keys`` prints one). Never logged.
+    vapid_private_key: str | None = _secret()
+    #: Who runs this application server, for the push services: ``mailto:`` or https URL.
+    vapid_subject: str = ""
+    #: How long a push service keeps a message for a device that is offline (``TTL``).
+    ttl: float = _duration(86400.0, minimum=0.0)
+    #: ``Urgency`` of every message: ``very-low``, ``low``, ``normal`` or ``high``.
+    urgency: str = "normal"
+    #: Attempts after the first for a push answered 429 or 5xx, or not answered at all.
+    retries: int = _bounded(3, 0, 10)
+    #: Pause before the first retry when the push service gives no ``Retry-After``;
+    #: doubled at each further retry.
+    retry_backoff: float = _duration(1.0, minimum=0.01)
+    #: Longest pause before a retry; a ``Retry-After`` beyond it ends the attempts.
+    max_retry_delay: float = _duration(300.0, minimum=0.01)
+    #: Pushes waiting to be sent (retries included); more are dropped and counted.
+    queue_size: int = _bounded(1000, 1, 1_000_000)
+    #: Requests to push services in flight at once.
+    concurrency: int = _bounded(8, 1, 256)
+    #: A request to a push service that has not answered within this time is retried.
+    request_timeout: float = _duration(10.0, minimum=0.1)
+    #: Push subscriptions kept per user (a browser profile each); registering one more
+    #: is refused.
+    max_subscriptions_per_user: int = _bounded(10, 1, 1000)
+    #: Accept push endpoints on plain http and on loopback, private, link-local or other
+    #: non-public addresses. For tests and closed networks only: a page could otherwise
+    #: make tidings send requests into the network it runs in.
+    allow_private_endpoints: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether Web Push is configured (a VAPID key is set)."""
+        return self.vapid_private_key is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of a tidings node."""
 
@@ -329,6 +374,7 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    web_push: WebPushSettings = field(default_factory=WebPushSettings)
     #: Routing rules, validated by :mod:`tidings.router`.
     routes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -363,6 +409,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "proxy": ProxySettings,
     "cluster": ClusterSettings,
     "recovery": RecoverySettings,
+    "web_push": WebPushSettings,
 }
 
 
@@ -597,6 +644,7 @@ def _validate(s: Settings) -> None:
         )
     _validate_events(s)
     _validate_proxy(s)
+    _validate_web_push(s)
     # The router owns the rule syntax; importing here keeps one validation entry point.
     from tidings.router import parse_routes
 
@@ -695,6 +743,41 @@ def _validate_proxy(s: Settings) -> None:
         for event in ("subscribe", "publish"):
             if getattr(options, f"proxy_{event}") and not getattr(proxy, f"{event}_endpoint"):
                 raise ConfigError(f"{key}.proxy_{event}", f"needs proxy.{event}_endpoint")
+
+
+_URGENCIES = ("very-low", "low", "normal", "high")
+
+
+def _validate_web_push(s: Settings) -> None:
+    """A usable key and subject when Web Push is on; no namespace asks for it when off."""
+    wp = s.web_push
+    if wp.urgency not in _URGENCIES:
+        raise ConfigError("web_push.urgency", f"must be one of {', '.join(_URGENCIES)}")
+    if wp.max_retry_delay < wp.retry_backoff:
+        raise ConfigError("web_push.max_retry_delay", "must be at least web_push.retry_backoff")
+    if wp.vapid_private_key is not None:
+        # The key's own module reads and checks it; late import for the same reason as the
+        # router's below (one validation entry point).
+        from tidings.webpush.vapid import VapidKeyError, load_key
+
+        try:
+            load_key(wp.vapid_private_key)
+        except VapidKeyError as exc:
+            raise ConfigError("web_push.vapid_private_key", str(exc)) from None
+        subject = wp.vapid_subject
+        if not re.match(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s?#]+(/\S*)?)\Z", subject):
+            raise ConfigError(
+                "web_push.vapid_subject",
+                "must be a mailto: address or an https:// URL (RFC 8292 §2.1), "
+                f"got {subject!r}",
+            )
+        return
+    named = [("channels", s.channels)] + [
+        (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
+    ]
+    for key, options in named:
+        if options.web_push:
+            raise ConfigError(f"{key}.web_push", "needs web_push.vapid_private_key")
 
 
 def _validate_channel_options(prefix: str, options: ChannelOptions) -> None:

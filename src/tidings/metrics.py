@@ -94,6 +94,22 @@ class Metrics:
             "1 when this worker is the one that reports users online and offline",
             registry=r,
         )
+        self.web_push = Counter(
+            "tidings_web_push",
+            "Web Push messages by result (sent, retried, gone, failed, expired, dropped, "
+            "refused; notice: a payload too large, sent as a notice)",
+            ["result"],
+            registry=r,
+        )
+        self.web_push_queue = Gauge(
+            "tidings_web_push_queue", "Web Push messages queued or waiting for a retry", registry=r
+        )
+        self.web_push_subscriptions = Counter(
+            "tidings_web_push_registrations",
+            "Push subscription registrations by result (added, renewed, removed, refused)",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge("tidings_ready", "1 when the node is ready to serve", registry=r)
 
     def render(self) -> bytes:

@@ -1,0 +1,179 @@
+"""Web Push as the node sees it: registering a page's subscription, and turning a
+publication into push messages for the users of its channel who are not connected.
+
+Who is pushed: each user named by a user-limited channel (``name#alice`` or
+``ns:name#alice,bob``) of a namespace with ``web_push = true``, who has no live connection
+anywhere in the cluster when the publication is read, gets one message per registered
+subscription (browser profile). Other channels name no one to push to.
+
+Which worker sends: every node reads every publication, so exactly one must act. The
+sender of a user's messages is the worker ranked first for that user among the live
+workers this worker knows (rendezvous hashing: the highest digest of worker id and user),
+the same on every worker that knows the same workers. When workers come or go, views
+differ for up to a heartbeat, and a message may then be sent twice or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from tidings.config import WebPushSettings
+from tidings.metrics import Metrics
+from tidings.webpush.address import check_host
+from tidings.webpush.message import payload
+from tidings.webpush.sender import PushJob, Sender, SubscriptionStore
+from tidings.webpush.subscription import (
+    KIND,
+    PushSubscription,
+    SubscriptionError,
+    entry_key,
+    entry_user,
+    parse_subscription,
+)
+from tidings.webpush.vapid import VapidSigner, load_key
+
+__all__ = ["OnlineView", "WebPush", "owner"]
+
+log = logging.getLogger(__name__)
+
+
+class OnlineView(Protocol):
+    """Whether a user has a live connection anywhere in the cluster."""
+
+    def online(self, user: str) -> bool:
+        """True while ``user`` has at least one connection on some worker."""
+
+
+def owner(user: str, workers: Iterable[str]) -> str:
+    """The worker that sends ``user``'s push messages, of ``workers`` (rendezvous hashing:
+    a worker that leaves moves only its own users)."""
+    return max(workers, key=lambda w: hashlib.sha256(f"{w}\x00{user}".encode()).digest())
+
+
+def _decode(value: Any) -> PushSubscription | None:
+    """A stored subscription; None for an entry this version cannot read."""
+    try:
+        return parse_subscription(value, allow_private=True)
+    except SubscriptionError:
+        return None
+
+
+class WebPush:
+    """Subscriptions in the ledger, the decision of who is pushed, and the sender."""
+
+    def __init__(
+        self,
+        settings: WebPushSettings,
+        store: SubscriptionStore,
+        metrics: Metrics,
+        online: OnlineView,
+        workers: Callable[[], Sequence[str]],
+        worker: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        assert settings.vapid_private_key is not None
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.online = online
+        self._workers = workers
+        self.worker = worker
+        self.clock = clock
+        self.signer = VapidSigner(load_key(settings.vapid_private_key), settings.vapid_subject)
+        self.sender = Sender(settings, self.signer, store, metrics, clock)
+        #: False until the node has started: records read while warming up are history.
+        self.live = False
+
+    @property
+    def public_key(self) -> str:
+        """The VAPID public key in base64url: the pages' ``applicationServerKey``."""
+        return self.signer.public_key
+
+    async def start(self) -> None:
+        await self.sender.start()
+        self.live = True
+
+    async def close(self) -> None:
+        self.live = False
+        await self.sender.close()
+
+    # ------------------------------------------------------------------ registration
+    def subscriptions(self, user: str) -> list[tuple[str, PushSubscription]]:
+        """``user``'s registered subscriptions, with their ledger keys."""
+        found = []
+        for key, value in self.store.items(KIND):
+            if entry_user(key) == user:
+                sub = _decode(value)
+                if sub is not None:
+                    found.append((key, sub))
+        return found
+
+    async def subscribe(self, user: str, obj: object) -> PushSubscription:
+        """Registers ``obj`` (``PushSubscription.toJSON()``) for ``user``; registering the
+        same endpoint again replaces its keys.
+
+        Raises:
+            SubscriptionError: refused (the reason is for the page).
+        """
+        if not user:
+            raise SubscriptionError("push subscriptions belong to a user; connect with one")
+        allow_private = self.settings.allow_private_endpoints
+        try:
+            sub = parse_subscription(obj, allow_private=allow_private)
+            if not allow_private:
+                problem = await check_host(sub.host, sub.port)
+                if problem is not None:
+                    raise SubscriptionError(problem)
+        except SubscriptionError:
+            self.metrics.web_push_subscriptions.labels("refused").inc()
+            raise
+        key = entry_key(user, sub.endpoint)
+        known = self.store.get(KIND, key) is not None
+        limit = self.settings.max_subscriptions_per_user
+        if not known and len(self.subscriptions(user)) >= limit:
+            self.metrics.web_push_subscriptions.labels("refused").inc()
+            raise SubscriptionError(f"a user may register at most {limit} push subscriptions")
+        await self.store.put(KIND, key, sub.to_obj())
+        self.metrics.web_push_subscriptions.labels("renewed" if known else "added").inc()
+        return sub
+
+    async def unsubscribe(self, user: str, endpoint: object) -> bool:
+        """Forgets ``user``'s subscription at ``endpoint``; False when there was none."""
+        if not isinstance(endpoint, str) or not endpoint:
+            raise SubscriptionError("endpoint must be a URL")
+        key = entry_key(user, endpoint)
+        if self.store.get(KIND, key) is None:
+            return False
+        await self.store.put(KIND, key, None)
+        self.metrics.web_push_subscriptions.labels("removed").inc()
+        return True
+
+    # ------------------------------------------------------------------ sending
+    def on_publication(
+        self, channel: str, users: Iterable[str], offset: int, data: bytes, timestamp: float
+    ) -> int:
+        """Queues a message to each subscription of each user of ``users`` that is offline
+        and whose sender is this worker; returns how many were queued."""
+        if not self.live:
+            return 0
+        queued = 0
+        plaintext: bytes | None = None
+        workers = [self.worker, *self._workers()]
+        for user in users:
+            if self.online.online(user) or owner(user, workers) != self.worker:
+                continue
+            subs = self.subscriptions(user)
+            if not subs:
+                continue
+            if plaintext is None:
+                plaintext, notice = payload(channel, offset, data)
+                if notice:
+                    self.metrics.web_push.labels("notice").inc()
+            expires_at = timestamp + self.settings.ttl
+            for key, sub in subs:
+                queued += self.sender.submit(PushJob(key, sub, plaintext, expires_at))
+        return queued
