@@ -3,6 +3,7 @@ number per user (no requests into tidings' own network unless the setting allows
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tests.webpush.pushservice import Browser
@@ -14,8 +15,9 @@ from tidings.webpush.service import WebPush
 from tidings.webpush.subscription import (
     KIND,
     SubscriptionError,
+    decode_entry,
+    encode_entry,
     entry_key,
-    entry_user,
     parse_subscription,
 )
 from tidings.webpush.vapid import b64url
@@ -109,10 +111,15 @@ def test_addresses() -> None:
         assert not is_public(address), address
 
 
-def test_entry_keys_name_the_user() -> None:
-    key = entry_key("a/b", FCM)
-    assert entry_user(key) == "a/b"
-    assert FCM not in key
+def test_entries_keep_the_user_and_fit_the_ledger() -> None:
+    sub = parse_subscription({"endpoint": FCM, "keys": keys()})
+    user = "ü" * 127
+    key = entry_key(user, FCM)
+    assert len(key.encode()) <= 255 and FCM not in key
+    assert key != entry_key("bob", FCM)
+    assert decode_entry(encode_entry(user, sub)) == (user, sub)
+    for junk in (b"", b"[]", b'{"user": 1}', b'{"user": "a", "endpoint": "x"}'):
+        assert decode_entry(junk) is None
 
 
 def service(**changes: object) -> tuple[WebPush, DictStore]:
@@ -142,7 +149,8 @@ async def test_subscriptions_are_bounded_per_user_and_renewable() -> None:
     await wp.subscribe("alice", renewed)
     await wp.subscribe("bob", {"endpoint": "http://127.0.0.1:1/push/3", "keys": keys()})
     assert len(wp.subscriptions("alice")) == 2
-    assert store.get(KIND, entry_key("alice", first["endpoint"]))["keys"] == renewed["keys"]
+    stored = store.get(KIND, entry_key("alice", first["endpoint"]))
+    assert stored is not None and orjson.loads(stored)["keys"] == renewed["keys"]
     assert await wp.unsubscribe("alice", first["endpoint"])
     assert not await wp.unsubscribe("alice", first["endpoint"])
     assert len(wp.subscriptions("alice")) == 1

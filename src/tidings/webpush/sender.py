@@ -25,9 +25,9 @@ import contextlib
 import email.utils
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
@@ -44,16 +44,20 @@ log = logging.getLogger(__name__)
 
 
 class SubscriptionStore(Protocol):
-    """Where push subscriptions are kept, the same on every node (the ledger)."""
+    """Where push subscriptions are kept, the same on every node: the ledger
+    (:class:`tidings.log.base.Ledger`)."""
 
-    def get(self, kind: str, key: str) -> Any | None:
-        """The value of ``key``, or None."""
+    def get(self, kind: str, key: str) -> bytes | None:
+        """The value of ``key`` as applied here, or None."""
 
-    def items(self, kind: str) -> Iterable[tuple[str, Any]]:
-        """Every ``(key, value)`` of ``kind``."""
+    def items(self, kind: str) -> Iterator[tuple[str, bytes]]:
+        """Every ``(key, value)`` of ``kind`` applied here."""
 
-    async def put(self, kind: str, key: str, value: Any | None) -> None:
-        """Sets ``key`` (None deletes it) on every node."""
+    def on_change(self, callback: Callable[[str, str, bytes | None], None]) -> None:
+        """Calls ``callback(kind, key, value)`` after each applied write that changed one."""
+
+    async def put(self, kind: str, key: str, value: bytes | None) -> None:
+        """Writes ``key`` (None deletes it) for every node; returns once applied here."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from tidings.config import WebPushSettings
 from tidings.metrics import Metrics
@@ -30,8 +30,9 @@ from tidings.webpush.subscription import (
     KIND,
     PushSubscription,
     SubscriptionError,
+    decode_entry,
+    encode_entry,
     entry_key,
-    entry_user,
     parse_subscription,
 )
 from tidings.webpush.vapid import VapidSigner, load_key
@@ -52,14 +53,6 @@ def owner(user: str, workers: Iterable[str]) -> str:
     """The worker that sends ``user``'s push messages, of ``workers`` (rendezvous hashing:
     a worker that leaves moves only its own users)."""
     return max(workers, key=lambda w: hashlib.sha256(f"{w}\x00{user}".encode()).digest())
-
-
-def _decode(value: Any) -> PushSubscription | None:
-    """A stored subscription; None for an entry this version cannot read."""
-    try:
-        return parse_subscription(value, allow_private=True)
-    except SubscriptionError:
-        return None
 
 
 class WebPush:
@@ -87,6 +80,25 @@ class WebPush:
         self.sender = Sender(settings, self.signer, store, metrics, clock)
         #: False until the node has started: records read while warming up are history.
         self.live = False
+        # The ledger's entries by user (a publication looks its users up), kept current
+        # by the ledger's change callback.
+        self._by_user: dict[str, dict[str, PushSubscription]] = {}
+        self._users: dict[str, str] = {}
+        store.on_change(self._on_change)
+
+    def _on_change(self, kind: str, key: str, value: bytes | None) -> None:
+        if kind != KIND:
+            return
+        user = self._users.pop(key, None)
+        if user is not None:
+            subs = self._by_user[user]
+            del subs[key]
+            if not subs:
+                del self._by_user[user]
+        entry = decode_entry(value) if value is not None else None
+        if entry is not None:
+            self._users[key] = entry[0]
+            self._by_user.setdefault(entry[0], {})[key] = entry[1]
 
     @property
     def public_key(self) -> str:
@@ -94,23 +106,21 @@ class WebPush:
         return self.signer.public_key
 
     async def start(self) -> None:
+        """Indexes the ledger's subscriptions (replayed by now) and starts sending."""
+        for key, value in self.store.items(KIND):
+            self._on_change(KIND, key, value)
         await self.sender.start()
         self.live = True
 
     async def close(self) -> None:
+        """Stops sending (what is queued is lost)."""
         self.live = False
         await self.sender.close()
 
     # ------------------------------------------------------------------ registration
     def subscriptions(self, user: str) -> list[tuple[str, PushSubscription]]:
         """``user``'s registered subscriptions, with their ledger keys."""
-        found = []
-        for key, value in self.store.items(KIND):
-            if entry_user(key) == user:
-                sub = _decode(value)
-                if sub is not None:
-                    found.append((key, sub))
-        return found
+        return list(self._by_user.get(user, {}).items())
 
     async def subscribe(self, user: str, obj: object) -> PushSubscription:
         """Registers ``obj`` (``PushSubscription.toJSON()``) for ``user``; registering the
@@ -137,7 +147,7 @@ class WebPush:
         if not known and len(self.subscriptions(user)) >= limit:
             self.metrics.web_push_subscriptions.labels("refused").inc()
             raise SubscriptionError(f"a user may register at most {limit} push subscriptions")
-        await self.store.put(KIND, key, sub.to_obj())
+        await self.store.put(KIND, key, encode_entry(user, sub))
         self.metrics.web_push_subscriptions.labels("renewed" if known else "added").inc()
         return sub
 

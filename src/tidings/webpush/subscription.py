@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = [
@@ -20,8 +21,9 @@ __all__ = [
     "P256DH_BYTES",
     "PushSubscription",
     "SubscriptionError",
+    "decode_entry",
+    "encode_entry",
     "entry_key",
-    "entry_user",
     "parse_subscription",
 ]
 
@@ -134,11 +136,25 @@ def parse_subscription(obj: object, *, allow_private: bool = False) -> PushSubsc
 
 
 def entry_key(user: str, endpoint: str) -> str:
-    """The ledger key of ``user``'s subscription at ``endpoint``: the user, then a digest
-    of the endpoint (a capability URL, which need not be spelled out in keys)."""
-    return f"{user}/{hashlib.sha256(endpoint.encode()).hexdigest()[:32]}"
+    """The ledger key of ``user``'s subscription at ``endpoint``: a digest of both, so that
+    it fits the ledger's 255 bytes whatever the user id and does not spell out the
+    endpoint (a capability URL). The user is in the value."""
+    digest = hashlib.sha256(b"%b\x00%b" % (user.encode(), endpoint.encode()))
+    return digest.hexdigest()[:48]
 
 
-def entry_user(key: str) -> str:
-    """The user of a ledger key made by :func:`entry_key`."""
-    return key.rpartition("/")[0]
+def encode_entry(user: str, subscription: PushSubscription) -> bytes:
+    """The ledger value: the user and ``toJSON()``'s shape."""
+    return orjson.dumps({"user": user, **subscription.to_obj()})
+
+
+def decode_entry(value: bytes) -> tuple[str, PushSubscription] | None:
+    """The user and subscription of a ledger value; None for one this version cannot read."""
+    try:
+        obj = orjson.loads(value)
+        user = obj["user"]
+        if not isinstance(user, str):
+            return None
+        return user, parse_subscription(obj, allow_private=True)
+    except (orjson.JSONDecodeError, TypeError, KeyError, SubscriptionError):
+        return None
