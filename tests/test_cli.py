@@ -270,3 +270,24 @@ def test_insecure_mode_is_refused_on_a_public_host() -> None:
     done = run("check-config", "--insecure", "--host", "0.0.0.0")
     assert done.returncode == 2
     assert done.stderr.startswith("tidings: invalid setting client.insecure: refused on")
+
+
+# ---------------------------------------------------------------------- webpush-keys
+
+
+def test_webpush_keys_print_a_usable_setting(tmp_path: Path) -> None:
+    from tidings.config import load_settings
+    from tidings.webpush.vapid import VapidSigner, load_key
+
+    done = run("webpush-keys")
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "push.toml"
+    config.write_text(done.stdout.replace("you@example.com", "ops@example.com"))
+    settings = load_settings(config, overrides={"auth.hmac_secret": SECRET})
+    assert settings.web_push.vapid_private_key is not None
+    public = done.stdout.rsplit(": ", 1)[1].strip()
+    assert (
+        VapidSigner(load_key(settings.web_push.vapid_private_key), "mailto:a@b.c").public_key
+        == public
+    )
+    assert run("webpush-keys").stdout != done.stdout

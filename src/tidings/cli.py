@@ -1,4 +1,5 @@
-"""The ``tidings`` command: ``serve``, ``token``, ``publish``, ``check-config``.
+"""The ``tidings`` command: ``serve``, ``token``, ``publish``, ``check-config``,
+``webpush-keys``.
 
 Flags override ``TIDINGS_*`` environment variables, which override the TOML file
 (``--config`` or ``TIDINGS_CONFIG``).
@@ -246,6 +247,19 @@ def cmd_check_config(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0
 
 
+def cmd_webpush_keys(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Prints a new VAPID key pair: the private key as a ``[web_push]`` setting, and the
+    public key pages subscribe with."""
+    from tidings.webpush.vapid import generate_key
+
+    private, public = generate_key()
+    print("[web_push]")
+    print(f'vapid_private_key = "{private}"  # keep it secret')
+    print('vapid_subject = "mailto:you@example.com"  # yours')
+    print(f"# public key (applicationServerKey, served at GET /webpush/key): {public}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -281,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and print the effective settings")
     _settings_flags(check)
     check.set_defaults(func=cmd_check_config)
+
+    keys = sub.add_parser("webpush-keys", help="print a new VAPID key pair for Web Push")
+    keys.set_defaults(func=cmd_webpush_keys)
     return parser
 
 
