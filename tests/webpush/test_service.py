@@ -20,7 +20,7 @@ from tidings.config import WebPushSettings
 from tidings.metrics import Metrics
 from tidings.webpush.message import MAX_PAYLOAD
 from tidings.webpush.service import WebPush, owner
-from tidings.webpush.subscription import KIND
+from tidings.webpush.subscription import KIND, encode_entry, entry_key, parse_subscription
 from tidings.webpush.vapid import generate_key
 
 PRIVATE, PUBLIC = generate_key()
@@ -293,3 +293,25 @@ async def test_exactly_one_worker_sends(service: PushService) -> None:
             await wp.close()
     # The users spread over the workers.
     assert len({owner(u, workers) for u in users}) == 3
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+async def test_the_sender_refuses_non_public_hosts_it_was_given(
+    service: PushService, host: str
+) -> None:
+    """A stored subscription whose host now resolves to (or is) a loopback address, as
+    after DNS rebinding: the request is never made, nor retried."""
+    wp, store, metrics, _ = await started(allow_private_endpoints=False)
+    port = service.origin.rsplit(":", 1)[1]
+    browser = Browser()
+    sub = parse_subscription(
+        browser.subscription(f"https://{host}:{port}/push/a"), allow_private=True
+    )
+    await store.put(KIND, entry_key("alice", sub.endpoint), encode_entry("alice", sub))
+    try:
+        assert wp.on_publication("user#alice", ["alice"], 1, b"1", time.time()) == 1
+        await until(lambda: count(metrics, "refused") == 1)
+    finally:
+        await wp.close()
+    assert count(metrics, "retried") == 0
+    assert service.received == []

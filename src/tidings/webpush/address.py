@@ -16,7 +16,11 @@ import socket
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-__all__ = ["GuardedResolver", "check_host", "is_public"]
+__all__ = ["ForbiddenAddress", "GuardedResolver", "check_host", "is_public"]
+
+
+class ForbiddenAddress(OSError):
+    """A push endpoint's host resolved to an address tidings may not reach."""
 
 
 def is_public(address: str) -> bool:
@@ -54,7 +58,7 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         for result in results:
             if not is_public(result["host"]):
-                raise OSError(f"push endpoint host {host!r} is not a public address")
+                raise ForbiddenAddress(f"push endpoint host {host!r} is not a public address")
         return results
 
     async def close(self) -> None:

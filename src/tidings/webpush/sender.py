@@ -15,6 +15,7 @@ answer, timeout    without one, ``retry_backoff`` doubled at each retry, at most
                    nor past the message's TTL (``retried``, then ``failed`` or
                    ``expired`` when the attempts end)
 other 4xx          not retried (``failed``): the request itself is wrong
+not public         the host resolved to a non-public address: not sent (``refused``)
 =================  ================================================================
 """
 
@@ -33,7 +34,7 @@ import aiohttp
 
 from tidings.config import WebPushSettings
 from tidings.metrics import Metrics
-from tidings.webpush.address import GuardedResolver, is_public
+from tidings.webpush.address import ForbiddenAddress, GuardedResolver, is_public
 from tidings.webpush.message import build_request
 from tidings.webpush.subscription import KIND, PushSubscription
 from tidings.webpush.vapid import VapidSigner
@@ -161,7 +162,12 @@ class Sender:
     async def _run(self) -> None:
         while True:
             job = await self._queue.get()
-            retry = await self._send(job)
+            try:
+                retry = await self._send(job)
+            except Exception:  # a bug or a ledger failure must not end this sender
+                log.exception("push to %s failed", job.subscription.audience)
+                self._count("failed")
+                retry = None
             if retry is None:
                 self._waiting -= 1
                 self.metrics.web_push_queue.set(self._waiting)
@@ -212,6 +218,10 @@ class Sender:
                 hint = response.headers.get("Retry-After")
                 await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if _forbidden(exc):
+                self._count("refused")
+                log.warning("push endpoint %s refused: %s", sub.audience, exc)
+                return None
             log.info("push to %s failed: %s", sub.audience, exc or type(exc).__name__)
             status = 0
         if 200 <= status < 300:
@@ -246,6 +256,20 @@ class Sender:
     def _expired(self, expires_at: float, when: float) -> bool:
         # A TTL of 0 asks the push service to deliver now or never; tidings still tries.
         return self.settings.ttl > 0 and when > expires_at
+
+
+def _forbidden(exc: BaseException) -> bool:
+    """Whether ``exc`` is the guarded resolver's refusal (aiohttp wraps it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ForbiddenAddress):
+            return True
+        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(
+            seen.os_error, ForbiddenAddress
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _literal_not_public(host: str) -> bool:
