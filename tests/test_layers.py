@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "tidings.record",
             "tidings.log.base",
+            "tidings.ledger",
             "tidings.subscription",
             "tidings.commands",
             "tidings.presence",

@@ -35,8 +35,10 @@ from tidings.events import (
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
+from tidings.ledger import Ledger
 from tidings.lifecycle import Lifecycle, elect
 from tidings.log.base import Log
+from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
 from tidings.presence import Change, ClientInfo, ControlMessage, Presence
 from tidings.protocol import operations
@@ -138,6 +140,7 @@ class Node:
         name: str = "",
         control: ControlPlane | None = None,
         outbox: Outbox | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.log = event_log
@@ -186,6 +189,8 @@ class Node:
         self.control = control
         #: Where events for the application go (``amqp.events_exchange``), when set.
         self.outbox = outbox
+        #: The table every node holds whole (push subscriptions, read positions).
+        self.ledger = ledger if ledger is not None else MemoryLedger()
         self.lifecycle = Lifecycle(
             self.worker,
             window=cluster.presence_ttl + 2 * cluster.heartbeat_interval,
@@ -211,6 +216,9 @@ class Node:
     async def start(self) -> None:
         """Warms history from the log (``now - max history TTL``) and starts the timers."""
         self.timers.start()
+        # Before the log: what reads the ledger (Web Push, receipts) is whole by the time
+        # the first record is routed.
+        await self.ledger.start()
         warm = max(
             [self.settings.channels.history_ttl]
             + [ns.history_ttl for ns in self.settings.namespaces]
@@ -277,11 +285,12 @@ class Node:
             await self.control.close()
         await self.proxy.close()
         await self.log.close()
+        await self.ledger.close()
 
     @property
     def ready(self) -> bool:
         """Whether the node serves: log connected and warmed, not draining."""
-        return self.log.ready and not self.draining
+        return self.log.ready and self.ledger.ready and not self.draining
 
     @property
     def connections(self) -> int:

@@ -5,6 +5,8 @@ from a counter and the epoch is new at each start, so a client that held a posit
 an earlier run is told plainly that its recovery failed. It keeps what it retains for
 :meth:`MemoryLog.scan`, the reference of a range read: positions are contiguous here, so a
 range is gone exactly when the oldest record kept is past its start.
+
+:class:`MemoryLedger` is the ledger's reference the same way: a write is applied at once.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
+from tidings.ledger import Ledger, LedgerError
 from tidings.log.base import Log, LogConsumer, RangeGone
 from tidings.record import Record
 
-__all__ = ["MemoryLog"]
+__all__ = ["MemoryLedger", "MemoryLog"]
 
 
 class MemoryLog(Log):
@@ -98,3 +101,28 @@ class MemoryLog(Log):
     async def close(self) -> None:
         self._closed = True
         self._consumer = None
+
+
+class MemoryLedger(Ledger):
+    """The ledger of one process: a write is applied at once, and lost at exit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = False
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._closed
+
+    async def start(self) -> None:
+        # Nothing was written before this process: there is nothing to replay.
+        self._started = True
+
+    async def put(self, kind: str, key: str, value: bytes | None) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        self.apply(kind, key, value)
+
+    async def close(self) -> None:
+        self._closed = True

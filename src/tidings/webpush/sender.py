@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 class SubscriptionStore(Protocol):
     """Where push subscriptions are kept, the same on every node: the ledger
-    (:class:`tidings.log.base.Ledger`)."""
+    (:class:`tidings.ledger.Ledger`)."""
 
     def get(self, kind: str, key: str) -> bytes | None:
         """The value of ``key`` as applied here, or None."""
