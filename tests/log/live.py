@@ -18,6 +18,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
+import orjson
 
 from tidings.config import AmqpSettings
 from tidings.log.control import Marker
@@ -212,3 +213,67 @@ async def publish_cutting_links(
                 await proxy.linked()
                 assert proxy.cut() >= 1
             await exchange.publish(aio_pika.Message(b"%d" % i), routing_key="k")
+
+
+class EventTap:
+    """The application's side of the events exchange: a queue bound to it with ``#``,
+    keeping every event with its routing key and arrival time (monotonic)."""
+
+    def __init__(self, exchange: str, url: str = URL) -> None:
+        self.exchange = exchange
+        self.url = url
+        self.events: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.times: list[float] = []
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect(self.url)
+        channel = await self._connection.channel()
+        exchange = await channel.declare_exchange(
+            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, "#")
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            # What the outbox promises every event: JSON, persistent.
+            assert message.content_type == "application/json"
+            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+            self.times.append(time.monotonic())
+            self.keys.append(message.routing_key or "")
+            self.events.append(orjson.loads(message.body))
+
+        await queue.consume(take, no_ack=True)
+
+    def of(self, kind: str, user: str | None = None) -> list[dict[str, Any]]:
+        """The events of type ``kind`` (of ``user`` when given), in arrival order."""
+        return [e for e in self.events if e["type"] == kind and (user is None or e["user"] == user)]
+
+    async def until_count(self, count: int, within: float = 20.0) -> None:
+        """Waits for ``count`` events of any kind."""
+        deadline = time.monotonic() + within * SCALE
+        while len(self.events) < count:
+            assert time.monotonic() < deadline, f"{len(self.events)} of {count} events came"
+            await asyncio.sleep(0.02)
+
+    async def until(self, kind: str, user: str, count: int = 1, within: float = 10.0) -> float:
+        """Waits for ``count`` events of ``kind`` for ``user``; returns when the last came."""
+        deadline = time.monotonic() + within * SCALE
+        while len(self.of(kind, user)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{kind} of {user}: {self.of(kind, user)} after {within}s")
+            await asyncio.sleep(0.02)
+        return max(
+            at
+            for at, e in zip(self.times, self.events, strict=True)
+            if e["type"] == kind and e["user"] == user
+        )
+
+    async def stop(self, delete: bool = False) -> None:
+        """Disconnects; with ``delete``, deletes the exchange first."""
+        if self._connection is not None:
+            if delete:
+                channel = await self._connection.channel()
+                await channel.exchange_delete(self.exchange)
+            await self._connection.close()

@@ -9,10 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
-import orjson
 import pytest
 
 from tests.log.live import SCALE, URL
+from tests.log.live import EventTap as Tap
 from tests.system.harness import CutProxy
 from tidings.config import AmqpSettings
 from tidings.log.broker import SourceError
@@ -22,51 +22,12 @@ from tidings.metrics import Metrics
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
 
-class Tap:
-    """A queue bound to the events exchange, collecting every event's body."""
-
-    def __init__(self, exchange: str) -> None:
-        self.exchange = exchange
-        self.events: list[dict[str, object]] = []
-        self.keys: list[str] = []
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-
-    async def start(self) -> None:
-        self._connection = await aio_pika.connect(URL)
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "#")
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            assert message.content_type == "application/json"
-            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-            self.keys.append(message.routing_key or "")
-            self.events.append(orjson.loads(message.body))
-
-        await queue.consume(take, no_ack=True)
-
-    async def until(self, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout * SCALE
-        while len(self.events) < count:
-            assert time.monotonic() < deadline, f"{len(self.events)} of {count} events came"
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self._connection is not None:
-            channel = await self._connection.channel()
-            await channel.exchange_delete(self.exchange)
-            await self._connection.close()
-
-
 @pytest.fixture
 async def tap(rabbitmq: None) -> AsyncIterator[Tap]:
     t = Tap(f"test.events.{uuid.uuid4().hex[:10]}")
     await t.start()
     yield t
-    await t.stop()
+    await t.stop(delete=True)
 
 
 def outbox(url: str, exchange: str, buffer: int = 10_000) -> tuple[RabbitMqOutbox, Metrics]:
@@ -88,7 +49,7 @@ async def test_events_arrive_in_order_with_their_routing_keys(tap: Tap) -> None:
     try:
         for i in range(300):  # more than one batch in flight
             box.emit(f"tidings.test.{i % 3}", {"type": "test", "i": i})
-        await tap.until(300)
+        await tap.until_count(300)
     finally:
         await box.close()
     assert [e["i"] for e in tap.events] == list(range(300))
@@ -104,7 +65,7 @@ async def test_a_broker_cut_loses_nothing_and_keeps_the_order(tap: Tap) -> None:
     await box.start()
     try:
         box.emit("k", {"i": 0})
-        await tap.until(1)
+        await tap.until_count(1)
         proxy.refusing = True
         assert proxy.cut() > 0
         started = time.monotonic()
@@ -114,7 +75,7 @@ async def test_a_broker_cut_loses_nothing_and_keeps_the_order(tap: Tap) -> None:
         await asyncio.sleep(1.0 * SCALE)
         assert len(tap.events) == 1 and box.buffered == 50
         proxy.refusing = False
-        await tap.until(51, timeout=30.0)
+        await tap.until_count(51, within=30.0)
     finally:
         await box.close()
         await proxy.stop()
@@ -139,7 +100,7 @@ async def test_a_full_buffer_drops_and_counts_without_waiting(tap: Tap) -> None:
         assert box.buffered == 5 and count(metrics, "dropped_overflow") == 7
         assert metrics.registry.get_sample_value("tidings_outbox_buffered") == 5
         proxy.refusing = False
-        await tap.until(5, timeout=30.0)
+        await tap.until_count(5, within=30.0)
     finally:
         await box.close()
         await proxy.stop()

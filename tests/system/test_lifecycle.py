@@ -10,12 +10,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import aio_pika
-import orjson
 import pytest
 
+from tests.log.live import EventTap as Tap
 from tests.system.harness import (
     AMQP_URL,
     TIME_SCALE,
@@ -50,50 +48,6 @@ def names() -> Iterator[Names]:
     n = Names()
     yield n
     delete_amqp([n.exchange, n.exchange + ".control", n.events], [n.stream])
-
-
-class Tap:
-    """The application's side: a queue bound to the events exchange, every event kept."""
-
-    def __init__(self, exchange: str) -> None:
-        self.exchange = exchange
-        self.events: list[tuple[float, str, dict[str, Any]]] = []
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-
-    async def start(self) -> None:
-        self._connection = await aio_pika.connect(AMQP_URL)
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "#")
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            event = orjson.loads(message.body)
-            self.events.append((time.monotonic(), message.routing_key or "", event))
-
-        await queue.consume(take, no_ack=True)
-
-    def of(self, kind: str, user: str | None = None) -> list[dict[str, Any]]:
-        return [
-            e
-            for _, _, e in self.events
-            if e["type"] == kind and (user is None or e["user"] == user)
-        ]
-
-    async def until(self, kind: str, user: str, count: int = 1, within: float = 10.0) -> float:
-        """Waits for ``count`` events of ``kind`` for ``user``; returns when the last came."""
-        deadline = time.monotonic() + within * TIME_SCALE
-        while len(self.of(kind, user)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{kind} of {user}: {self.of(kind, user)} after {within}s")
-            await asyncio.sleep(0.02)
-        return max(t for t, _, e in self.events if e["type"] == kind and e["user"] == user)
-
-    async def stop(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
 
 
 @pytest.fixture
@@ -245,8 +199,8 @@ async def test_events_due_during_a_broker_cut_arrive_after_it_in_order(
         proxy.refusing = False
         await proxy.linked()
         deadline = time.monotonic() + 30 * TIME_SCALE
-        while len({e["id"] for _, _, e in tap.events}) < 4 * len(users):
-            assert time.monotonic() < deadline, [e["type"] for _, _, e in tap.events]
+        while len({e["id"] for e in tap.events}) < 4 * len(users):
+            assert time.monotonic() < deadline, [e["type"] for e in tap.events]
             await asyncio.sleep(0.05)
     finally:
         one.stop()
@@ -254,7 +208,7 @@ async def test_events_due_during_a_broker_cut_arrive_after_it_in_order(
     # A batch whose confirms were lost with the link is sent again: keep first arrivals.
     seen: set[str] = set()
     first = []
-    for _, key, e in tap.events:
+    for key, e in zip(tap.keys, tap.events, strict=True):
         if e["id"] not in seen:
             seen.add(e["id"])
             first.append((key, e))
