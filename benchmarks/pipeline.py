@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 import rstream
 
+from tidings.clientinfo import ClientInfo
 from tidings.config import ChannelOptions, Settings
 from tidings.log.memory import MemoryLog
 from tidings.log.message import decode
 from tidings.log.stream_protocol import message_from_bytes
 from tidings.node import Node
-from tidings.presence import ClientInfo
 from tidings.transport.websocket import WebSocketConnection
 
 __all__ = ["encoded_event", "main", "measure", "presence_settings"]

@@ -18,10 +18,10 @@ import uuid
 from typing import NamedTuple
 
 from benchmarks.pipeline import _Transport, presence_settings
+from tidings.clientinfo import ClientInfo
 from tidings.flusher import Flusher
 from tidings.log.memory import MemoryLog
 from tidings.node import Node
-from tidings.presence import ClientInfo
 from tidings.transport.websocket import WebSocketConnection
 
 __all__ = ["Churn", "expected_pushes", "main", "measure"]

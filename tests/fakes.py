@@ -15,6 +15,7 @@ import orjson
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName
+from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode
 from tidings.config import (
     AuthSettings,
@@ -25,7 +26,7 @@ from tidings.config import (
 )
 from tidings.history import History
 from tidings.hub import Hub
-from tidings.presence import ClientInfo, Presence
+from tidings.presence import Presence
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import ChannelEvent, Publication

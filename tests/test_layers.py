@@ -42,6 +42,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.ledger",
             "tidings.subscription",
             "tidings.commands",
+            "tidings.clientinfo",
+            "tidings.control_messages",
             "tidings.presence",
             "tidings.events",
         ),

@@ -8,22 +8,16 @@ from typing import Any
 import pytest
 
 from tests.fakes import Sink, session_of, settings
+from tidings.clientinfo import ClientInfo
 from tidings.config import AmqpSettings, ClusterSettings, NamespaceSettings, Settings
+from tidings.control_messages import Bye, ControlMessage, Delta, Snapshot, UserDelta
 from tidings.events import MemoryOutbox
 from tidings.lifecycle import Due, Lifecycle, elect
 from tidings.log.memory import MemoryLog
 from tidings.log.outbox import RabbitMqOutbox
 from tidings.metrics import Metrics
 from tidings.node import Node
-from tidings.presence import (
-    Bye,
-    ClientInfo,
-    ControlMessage,
-    Delta,
-    Snapshot,
-    UserChange,
-    UserDelta,
-)
+from tidings.presence import UserChange
 from tidings.protocol.session import Session
 from tidings.publication import Publication
 

@@ -45,12 +45,10 @@ from aio_pika.abc import (
 )
 from aiormq.abc import DeliveredMessage
 
+from tidings.clientinfo import ClientInfo
 from tidings.config import AmqpSettings, ClusterSettings
-from tidings.log.broker import connect_beside
-from tidings.node import Node
-from tidings.presence import (
+from tidings.control_messages import (
     Bye,
-    ClientInfo,
     ControlMessage,
     Delta,
     Hello,
@@ -59,6 +57,8 @@ from tidings.presence import (
     decode_message,
     encode_message,
 )
+from tidings.log.broker import connect_beside
+from tidings.node import Node
 from tidings.protocol.emulation import BadEmulationRequest, EmulationRequest
 from tidings.protocol.emulation import decode_emulation_request as decode_emulation
 from tidings.protocol.emulation import encode as encode_emulation

@@ -19,8 +19,10 @@ import orjson
 from tidings import __version__, commands
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
+from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, Settings
+from tidings.control_messages import ControlMessage
 from tidings.events import (
     SUBSCRIBED,
     UNSUBSCRIBED,
@@ -40,7 +42,7 @@ from tidings.lifecycle import Lifecycle, elect
 from tidings.log.base import Log
 from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
-from tidings.presence import Change, ClientInfo, ControlMessage, Presence
+from tidings.presence import Change, Presence
 from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from tidings.channels import channel_problem
+from tidings.clientinfo import ClientInfo
 from tidings.errors import ConfigError
-from tidings.presence import ClientInfo
 from tidings.record import Record
 from tidings.topic import topic_matches
 

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from tests.fakes import T0, Client, FakeHost, settings, token
+from tidings.clientinfo import ClientInfo
 from tidings.codes import ErrorCode
 from tidings.config import ClientSettings, NamespaceSettings
-from tidings.presence import ClientInfo
 from tidings.protocol.calls import MAX_OPERATIONS_IN_FLIGHT
 from tidings.protocol.operations import INTERNAL, PublishCall, Published, Rejected
 

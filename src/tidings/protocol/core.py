@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ClientSettings
-from tidings.presence import ClientInfo
 from tidings.protocol import codec
 from tidings.protocol.host import CommandHost
 from tidings.protocol.messages import Command

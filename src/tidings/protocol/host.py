@@ -14,8 +14,8 @@ from typing import Protocol
 
 from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
+from tidings.clientinfo import ClientInfo
 from tidings.config import ChannelOptions
-from tidings.presence import ClientInfo
 from tidings.protocol.messages import RecoverPosition
 from tidings.subscription import HistoryPage, Recovery, Subscriber
 

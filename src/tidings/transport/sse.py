@@ -58,11 +58,11 @@ from aiohttp import hdrs, web
 from tidings.appkeys import NODE
 from tidings.auth import ConnectionClaims, SubscriptionClaims
 from tidings.channels import ChannelName
+from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode, close_reason, reconnects
 from tidings.config import ChannelOptions
 from tidings.errors import TokenError
 from tidings.node import Node
-from tidings.presence import ClientInfo
 from tidings.protocol import eventstream
 from tidings.protocol.codec import ProtocolError, decode_connect_request
 from tidings.protocol.messages import ConnectRequest, RecoverPosition
