@@ -46,6 +46,7 @@ from tidings.presence import Change, Presence
 from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (
+    NodeRpcCall,
     NotRecovered,
     Operation,
     Outcome,
@@ -71,6 +72,8 @@ from tidings.router import (
 )
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
+from tidings.webpush import calls as push_calls
+from tidings.webpush.service import WebPush
 
 __all__ = [
     "HISTORY_SWEEP_INTERVAL",
@@ -204,6 +207,20 @@ class Node:
         self._tracked: dict[str, dict[Subscriber, ClientInfo]] = {}
         self._listeners: dict[str, dict[Subscriber, None]] = {}
         self._local_changes: list[Change] = []
+        #: Web Push to users whose tabs are all closed, when ``[web_push]`` is set.
+        self.web_push: WebPush | None = None
+        if settings.web_push.enabled:
+            self.web_push = WebPush(
+                settings.web_push,
+                self.ledger,
+                self.metrics,
+                online=self.presence_view,
+                workers=self._push_senders,
+                worker=self.worker,
+                clock=clock,
+            )
+        # The users to push to of each channel of a web_push namespace (see _push).
+        self._push_users: dict[str, tuple[str, ...]] = {}
         #: Recoveries older than the history windows, read from the log.
         self.recoverer = Recoverer(
             event_log,
@@ -226,6 +243,9 @@ class Node:
             + [ns.history_ttl for ns in self.settings.namespaces]
         )
         await self.log.start(self, warm)
+        if self.web_push is not None:
+            # After the warm-up: what the log replayed is history, not news to push.
+            await self.web_push.start()
         if self.outbox is not None:
             await self.outbox.start()
         if self.control is not None:
@@ -286,6 +306,8 @@ class Node:
         if self.control is not None:
             await self.control.close()
         await self.proxy.close()
+        if self.web_push is not None:
+            await self.web_push.close()
         await self.log.close()
         await self.ledger.close()
 
@@ -366,6 +388,8 @@ class Node:
                     pub, size=options.history_size, ttl=options.history_ttl, now=now
                 )
                 publications += 1
+                if options.web_push and self.web_push is not None:
+                    self._push(pub)
         metrics.events_in.inc(len(records))
         metrics.publications.inc(publications)
         metrics.pushes.inc(pushes)
@@ -393,6 +417,28 @@ class Node:
             reason,
         )
         self.log.quarantine(record, kind, reason)
+
+    def _push(self, pub: Publication) -> None:
+        """Hands a publication of a ``web_push`` namespace to Web Push, with the users its
+        channel names (none for a channel that is not user-limited); never waits."""
+        assert self.web_push is not None
+        users = self._push_users.get(pub.channel)
+        if users is None:
+            parsed = parse_channel(pub.channel)
+            users = tuple(sorted(parsed.users)) if parsed is not None else ()
+            if len(self._push_users) > 100_000:
+                self._push_users.clear()
+            self._push_users[pub.channel] = users
+        if users:
+            self.web_push.on_publication(pub.channel, users, pub.offset, pub.data, pub.timestamp)
+
+    def _push_senders(self) -> list[str]:
+        """The workers that share the sending of push messages: the live, settled ones
+        (those the election counts), or, while none has settled (a whole cluster just
+        started), every live one."""
+        view = self.presence_view
+        settled = [worker for _, worker, _ in view.electors(self.monotonic())]
+        return settled or [self.worker, *view.worker_ids()]
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, channels: Sequence[str], data: object) -> None:
@@ -811,14 +857,18 @@ class Node:
 
     async def perform(self, operation: Operation, peer: Peer) -> Outcome:
         """Performs an operation a session handed over (see tidings.protocol.operations):
-        a client publication goes to the log, a recovery reads it, the rest goes to the
-        application's backend."""
+        a client publication goes to the log, a recovery reads it, the node's own RPC
+        methods (Web Push) are answered here, the rest goes to the application's backend."""
         if isinstance(operation, PublishCall):
             return await self._append_publication(operation)
         if isinstance(operation, RecoverCall):
             request = operation.request
             found = await self.recover_from_log([request.channel], request.position)
             return found[request.channel]
+        if isinstance(operation, NodeRpcCall):
+            return await push_calls.answer(
+                self.web_push, operation.method, operation.user, operation.data
+            )
         return await self.proxy.perform(operation, peer)
 
     # ------------------------------------------------------------------ server commands

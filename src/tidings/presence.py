@@ -292,6 +292,10 @@ class Presence:
         """Other workers currently known (alive as far as this one can tell)."""
         return len(self._workers)
 
+    def worker_ids(self) -> list[str]:
+        """The ids of the other workers currently known."""
+        return list(self._workers)
+
     def nodes(self) -> list[Mapping[str, Any]]:
         """The figures the other live workers sent with their last snapshot, in the order
         they were first heard from (a worker whose snapshot has not come yet is left out)."""

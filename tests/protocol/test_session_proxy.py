@@ -19,6 +19,7 @@ from tidings.protocol.operations import (
     ConnectCall,
     Connected,
     Disconnected,
+    NodeRpcCall,
     NotRecovered,
     Operation,
     Outcome,
@@ -419,6 +420,50 @@ class TestRpcProxy:
         a, b = client.session.take_operations()
         complete(client, a, Disconnected(3000, "bye"))
         assert complete(client, b, Answered(b"1")) == []
+
+
+class TestNodeMethods:
+    """``tidings.*`` methods are the node's own (Web Push registration): they leave as a
+    NodeRpcCall whether or not an RPC proxy is configured, and never as an RpcCall."""
+
+    @pytest.mark.parametrize("events", [(), ("rpc",)], ids=["no-proxy", "rpc-proxy"])
+    def test_handed_to_the_node_and_answered(self, events: tuple[str, ...]) -> None:
+        client = Client(make_host(*events))
+        client.connect()
+        data = {"endpoint": "https://push.example/1", "keys": {}}
+        msg = {"id": 5, "rpc": {"method": "tidings.push.subscribe", "data": data}}
+        assert client.send(msg) == []
+        call = only(client)
+        assert isinstance(call, NodeRpcCall)
+        assert (call.method, call.user, call.command_id) == ("tidings.push.subscribe", "alice", 5)
+        assert orjson.loads(call.data or b"") == data
+        assert complete(client, call, Answered(b"{}")) == [{"id": 5, "rpc": {"data": {}}}]
+
+    def test_errors_come_back_with_their_code(self) -> None:
+        client = Client(make_host())
+        client.connect()
+        client.send({"id": 5, "rpc": {"method": "tidings.push.subscribe"}})
+        call = only(client)
+        assert complete(client, call, Rejected(107, "endpoint must be an https:// URL")) == [
+            {"id": 5, "error": {"code": 107, "message": "endpoint must be an https:// URL"}}
+        ]
+
+    def test_do_not_hold_later_commands(self) -> None:
+        client = Client(make_host())
+        client.connect()
+        replies = client.send(
+            {"id": 5, "rpc": {"method": "tidings.push.key"}},
+            {"id": 6, "unsubscribe": {"channel": "x"}},
+        )
+        assert replies == [{"id": 6, "unsubscribe": {}}]
+        assert isinstance(only(client), NodeRpcCall)
+
+    def test_other_methods_still_need_the_proxy(self) -> None:
+        client = Client(make_host())
+        client.connect()
+        [reply] = client.send({"id": 5, "rpc": {"method": "tidingsx.push"}})
+        assert reply["error"]["code"] == ErrorCode.NOT_AVAILABLE
+        assert client.session.take_operations() == []
 
 
 class TestPublishProxy:

@@ -56,7 +56,7 @@ async def service() -> AsyncIterator[PushService]:
 
 async def started(**changes: Any) -> tuple[WebPush, DictStore, Metrics, Online]:
     store, metrics, online = DictStore(), Metrics(), Online()
-    wp = WebPush(settings(**changes), store, metrics, online, lambda: [], "w1")
+    wp = WebPush(settings(**changes), store, metrics, online, lambda: ["w1"], "w1")
     await wp.start()
     return wp, store, metrics, online
 
@@ -245,7 +245,7 @@ async def test_the_largest_payload_fits_one_record(service: PushService) -> None
 
 async def test_the_queue_is_bounded(service: PushService) -> None:
     store, metrics = DictStore(), Metrics()
-    wp = WebPush(settings(queue_size=2), store, metrics, Online(), lambda: [], "w1")
+    wp = WebPush(settings(queue_size=2), store, metrics, Online(), lambda: ["w1"], "w1")
     await wp.sender.start()  # not live: on_publication ignores records until start()
     assert wp.on_publication("user#alice", ["alice"], 1, b"1", time.time()) == 0
     wp.live = True
@@ -270,10 +270,7 @@ async def test_exactly_one_worker_sends(service: PushService) -> None:
     workers = ["node-a", "node-b", "node-c"]
     store, metrics = DictStore(), Metrics()
     services = [
-        WebPush(
-            settings(), store, metrics, Online(), lambda me=me: [w for w in workers if w != me], me
-        )
-        for me in workers
+        WebPush(settings(), store, metrics, Online(), lambda: workers, me) for me in workers
     ]
     for wp in services:
         await wp.start()
@@ -293,6 +290,18 @@ async def test_exactly_one_worker_sends(service: PushService) -> None:
             await wp.close()
     # The users spread over the workers.
     assert len({owner(u, workers) for u in users}) == 3
+
+
+async def test_a_worker_not_among_the_senders_sends_nothing(service: PushService) -> None:
+    store, metrics = DictStore(), Metrics()
+    # A worker that has just started is not yet among the settled senders.
+    wp = WebPush(settings(), store, metrics, Online(), lambda: ["node-a"], "node-new")
+    await wp.start()
+    try:
+        await wp.subscribe("alice", Browser().subscription(service.endpoint("a")))
+        assert wp.on_publication("u#alice", ["alice"], 1, b"1", time.time()) == 0
+    finally:
+        await wp.close()
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])

@@ -19,6 +19,7 @@ from tidings.protocol.operations import (
     Answered,
     Approved,
     ConnectCall,
+    NodeRpcCall,
     Operation,
     Outcome,
     ProxyPublishCall,
@@ -41,6 +42,10 @@ MAX_OPERATIONS_IN_FLIGHT = 100
 
 _IN_FLIGHT = "too many calls in flight"
 
+#: RPC methods that the node answers itself (``tidings.push.subscribe``, …), whatever the
+#: RPC proxy's settings: they never reach the application's backend.
+NODE_METHOD_PREFIX = "tidings."
+
 
 def finish(session: SessionCore, operation: Operation, outcome: Outcome, now: float) -> None:
     """Produces the reply (or close) of an operation the host performed."""
@@ -50,7 +55,7 @@ def finish(session: SessionCore, operation: Operation, outcome: Outcome, now: fl
         subscribing.subscribed(session, operation, outcome, now)
     elif isinstance(operation, RecoverCall):
         subscribing.recovered(session, operation, outcome, now)
-    elif isinstance(operation, RpcCall):
+    elif isinstance(operation, RpcCall | NodeRpcCall):
         _answered(session, operation, outcome)
     elif isinstance(operation, PublishCall):
         _published(session, operation, outcome)
@@ -61,19 +66,22 @@ def finish(session: SessionCore, operation: Operation, outcome: Outcome, now: fl
 
 
 def rpc(session: SessionCore, command: Command, request: RpcRequest) -> None:
-    """The client's ``rpc``: a call to the backend's RPC proxy."""
+    """The client's ``rpc``: a method of the node's own (:data:`NODE_METHOD_PREFIX`) or a
+    call to the backend's RPC proxy."""
     problem = name_problem(request.method, NameKind.METHOD)
     if problem is not None:
         session._error(command, ErrorCode.BAD_REQUEST, problem)
         return
-    if not session._host.proxies("rpc", request.method):
+    own = request.method.startswith(NODE_METHOD_PREFIX)
+    if not own and not session._host.proxies("rpc", request.method):
         session._error(command, ErrorCode.METHOD_NOT_FOUND)
         return
     if session.pending >= MAX_OPERATIONS_IN_FLIGHT:
         session._error(command, ErrorCode.TOO_MANY_REQUESTS, _IN_FLIGHT)
         return
+    call = NodeRpcCall if own else RpcCall
     session._start(
-        RpcCall(
+        call(
             session._ticket(),
             session.client_id,
             session.user,
@@ -85,8 +93,8 @@ def rpc(session: SessionCore, command: Command, request: RpcRequest) -> None:
     )
 
 
-def _answered(session: SessionCore, call: RpcCall, outcome: Outcome) -> None:
-    """The RPC proxy answered."""
+def _answered(session: SessionCore, call: RpcCall | NodeRpcCall, outcome: Outcome) -> None:
+    """The RPC proxy (or the node, for its own methods) answered."""
     if not isinstance(outcome, Answered):
         session._rejected(call.command_id, "rpc", outcome)
         return

@@ -31,6 +31,7 @@ __all__ = [
     "ConnectCall",
     "Connected",
     "Disconnected",
+    "NodeRpcCall",
     "NotRecovered",
     "Operation",
     "Outcome",
@@ -125,6 +126,20 @@ class RpcCall(_Call):
 
 
 @dataclass(frozen=True, slots=True)
+class NodeRpcCall(_Call):
+    """Answer a client's ``rpc`` to a method the node serves itself (``tidings.*``, see
+    :data:`tidings.protocol.calls.NODE_METHOD_PREFIX`), never sent to the RPC proxy. The
+    node answers :class:`Answered` or :class:`Rejected`."""
+
+    method: str
+    #: Compact JSON of the call's data, or None.
+    data: bytes | None
+    command_id: int = 0
+
+    holds = False
+
+
+@dataclass(frozen=True, slots=True)
 class PublishCall(_Call):
     """Append a client's publication to the log (the node performs it, not a proxy)."""
 
@@ -177,6 +192,7 @@ Operation = (
     | RefreshCall
     | SubscribeCall
     | RpcCall
+    | NodeRpcCall
     | ProxyPublishCall
     | PublishCall
     | RecoverCall
@@ -243,7 +259,7 @@ class Subscribed:
 
 @dataclass(frozen=True, slots=True)
 class Answered:
-    """The RPC proxy's result; ``data`` goes to the client."""
+    """The RPC proxy's (or the node's own method's) result; ``data`` goes to the client."""
 
     data: bytes | None = None
 

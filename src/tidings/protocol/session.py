@@ -262,7 +262,9 @@ class Session(SessionCore):
             calls.publish(self, command, request)
         elif isinstance(request, PresenceRequest | PresenceStatsRequest):
             queries.presence(self, command, request)
-        elif isinstance(request, RpcRequest) and self._host.proxies("rpc"):
+        elif isinstance(request, RpcRequest) and (
+            self._host.proxies("rpc") or request.method.startswith(calls.NODE_METHOD_PREFIX)
+        ):
             calls.rpc(self, command, request)
         elif method in UNSUPPORTED_METHODS:
             self._error(command, ErrorCode.NOT_AVAILABLE)

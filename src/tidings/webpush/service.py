@@ -7,10 +7,11 @@ anywhere in the cluster when the publication is read, gets one message per regis
 subscription (browser profile). Other channels name no one to push to.
 
 Which worker sends: every node reads every publication, so exactly one must act. The
-sender of a user's messages is the worker ranked first for that user among the live
-workers this worker knows (rendezvous hashing: the highest digest of worker id and user),
-the same on every worker that knows the same workers. When workers come or go, views
-differ for up to a heartbeat, and a message may then be sent twice or not at all.
+sender of a user's messages is the worker ranked first for that user among the workers
+that share the sending, as this worker knows them (``workers``: the node gives the live,
+settled ones; rendezvous hashing: the highest digest of worker id and user), the same on
+every worker that knows the same workers. When workers come or go, views differ for up
+to a heartbeat, and a message may then be sent twice or not at all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tidings.webpush.subscription import (
     KIND,
     PushSubscription,
     SubscriptionError,
+    SubscriptionLimit,
     decode_entry,
     encode_entry,
     entry_key,
@@ -56,7 +58,13 @@ def owner(user: str, workers: Iterable[str]) -> str:
 
 
 class WebPush:
-    """Subscriptions in the ledger, the decision of who is pushed, and the sender."""
+    """Subscriptions in the ledger, the decision of who is pushed, and the sender.
+
+    Args:
+        workers: the ids of the workers that share the sending, this one included when it
+            sends (one that is not listed sends nothing).
+        worker: this worker's id.
+    """
 
     def __init__(
         self,
@@ -127,7 +135,9 @@ class WebPush:
         same endpoint again replaces its keys.
 
         Raises:
-            SubscriptionError: refused (the reason is for the page).
+            SubscriptionError: refused (the reason is for the page); SubscriptionLimit
+                when the user has ``max_subscriptions_per_user`` already.
+            LedgerError: the ledger could not take the write.
         """
         if not user:
             raise SubscriptionError("push subscriptions belong to a user; connect with one")
@@ -146,7 +156,7 @@ class WebPush:
         limit = self.settings.max_subscriptions_per_user
         if not known and len(self.subscriptions(user)) >= limit:
             self.metrics.web_push_subscriptions.labels("refused").inc()
-            raise SubscriptionError(f"a user may register at most {limit} push subscriptions")
+            raise SubscriptionLimit(f"a user may register at most {limit} push subscriptions")
         await self.store.put(KIND, key, encode_entry(user, sub))
         self.metrics.web_push_subscriptions.labels("renewed" if known else "added").inc()
         return sub
@@ -167,17 +177,20 @@ class WebPush:
         self, channel: str, users: Iterable[str], offset: int, data: bytes, timestamp: float
     ) -> int:
         """Queues a message to each subscription of each user of ``users`` that is offline
-        and whose sender is this worker; returns how many were queued."""
+        and whose sender is this worker; returns how many were queued. Cheap for users
+        without subscriptions (a dictionary look-up each)."""
         if not self.live:
             return 0
         queued = 0
         plaintext: bytes | None = None
-        workers = [self.worker, *self._workers()]
+        workers: Sequence[str] | None = None
         for user in users:
-            if self.online.online(user) or owner(user, workers) != self.worker:
-                continue
             subs = self.subscriptions(user)
-            if not subs:
+            if not subs or self.online.online(user):
+                continue
+            if workers is None:
+                workers = self._workers()
+            if not workers or owner(user, workers) != self.worker:
                 continue
             if plaintext is None:
                 plaintext, notice = payload(channel, offset, data)

@@ -21,6 +21,7 @@ __all__ = [
     "P256DH_BYTES",
     "PushSubscription",
     "SubscriptionError",
+    "SubscriptionLimit",
     "decode_entry",
     "encode_entry",
     "entry_key",
@@ -40,6 +41,10 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}\Z")
 
 class SubscriptionError(ValueError):
     """A push subscription was refused; the message says why."""
+
+
+class SubscriptionLimit(SubscriptionError):
+    """A user already has ``web_push.max_subscriptions_per_user`` subscriptions."""
 
 
 @dataclass(frozen=True, slots=True)
