@@ -256,7 +256,7 @@ def cmd_webpush_keys(args: argparse.Namespace, env: dict[str, str]) -> int:
     print("[web_push]")
     print(f'vapid_private_key = "{private}"  # keep it secret')
     print('vapid_subject = "mailto:you@example.com"  # yours')
-    print(f"# public key (applicationServerKey, served at GET /webpush/key): {public}")
+    print(f"# public key (applicationServerKey, served at GET /push/key): {public}")
     return 0
 
 

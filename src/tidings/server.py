@@ -37,6 +37,7 @@ from tidings.transport.emulated import add_emulated_routes
 from tidings.transport.emulation import Emulation, add_emulation_route, new_worker_id
 from tidings.transport.front import start_site
 from tidings.transport.sse import add_sse_routes
+from tidings.transport.webpush import add_webpush_routes
 from tidings.transport.websocket import add_websocket_routes
 
 __all__ = ["create_app", "make_control", "make_log", "make_outbox", "run"]
@@ -117,6 +118,7 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     add_sse_routes(app)
     add_emulated_routes(app)
     add_emulation_route(app, _emulation(node, control))
+    add_webpush_routes(app)
     add_demo_routes(app, settings)
     add_routes(app)
 

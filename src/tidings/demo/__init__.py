@@ -103,6 +103,7 @@ async def _pointer(request: web.Request) -> web.Response:
                 "/connection/uni_sse",
                 "/events",
                 "/api/<method> (publish, broadcast, history, batch, …)",
+                "/push/key, /push/subscribe, /push/unsubscribe (Web Push)",
                 "/metrics",
                 "/healthz",
                 "/readyz",
