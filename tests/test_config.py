@@ -471,6 +471,7 @@ stream_urls = ["rabbitmq-stream://u:pw3@a:5553/"]
             "amqp",
             "proxy",
             "cluster",
+            "ledger",
             "recovery",
             "web_push",
             "namespaces",
@@ -658,3 +659,30 @@ class TestEvents:
     def test_refused(self, tmp_path: Path, toml: str, key: str, reason: str) -> None:
         refused = error(tmp_path, toml)
         assert refused.key == key and reason in str(refused)
+
+
+class TestLedger:
+    def test_defaults_follow_the_log_stream(self, tmp_path: Path) -> None:
+        s = load(tmp_path, "[amqp]\nstream = 'shop.log'\n")
+        assert s.ledger.stream == "" and s.ledger.stream_name(s.amqp) == "shop.log.state"
+        assert s.ledger.max_bytes == 128 << 20
+
+    def test_from_file_and_env(self, tmp_path: Path) -> None:
+        toml = "[ledger]\nstream = 'shop.ledger'\n"
+        s = load(tmp_path, toml, env={"TIDINGS_LEDGER_MAX_BYTES": "1MiB"})
+        assert s.ledger.stream_name(s.amqp) == "shop.ledger"
+        assert s.ledger.max_bytes == 1 << 20
+
+    @pytest.mark.parametrize(
+        ("toml", "key", "reason"),
+        [
+            ("[ledger]\nmax_bytes = '32KiB'\n", "ledger.max_bytes", "at least 65536"),
+            ("[ledger]\nmax_bytes = 'lots'\n", "ledger.max_bytes", "expected a size"),
+            ("[ledger]\nstream = 'tidings.log'\n", "ledger.stream", "must differ"),
+            ("[ledger]\nstream = 'a b'\n", "ledger.stream", "printable ASCII"),
+            ("[ledger]\nsnapshot_every = 1\n", "ledger.snapshot_every", "unknown"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, toml: str, key: str, reason: str) -> None:
+        refused = error(tmp_path, toml)
+        assert refused.key == key and reason in str(refused), str(refused)

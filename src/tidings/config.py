@@ -27,6 +27,7 @@ __all__ = [
     "ChannelOptions",
     "ClientSettings",
     "ClusterSettings",
+    "LedgerSettings",
     "NamespaceSettings",
     "ProxySettings",
     "RecoverySettings",
@@ -304,6 +305,22 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The ledger's stream (with RabbitMQ; see tidings.log.ledger): a small table every
+    node holds whole, for Web Push subscriptions and read positions."""
+
+    #: The stream queue the ledger's writes go to; "" means ``<amqp.stream>.state``.
+    stream: str = ""
+    #: The stream's retention (``x-max-length-bytes``). A snapshot of the table is written
+    #: every quarter of it, and the table may take an eighth of it.
+    max_bytes: int = _size(128 << 20, minimum=64 << 10)
+
+    def stream_name(self, amqp: AmqpSettings) -> str:
+        """The stream's name, given the ``[amqp]`` settings."""
+        return self.stream or f"{amqp.stream}.state"
+
+
+@dataclass(frozen=True, slots=True)
 class RecoverySettings:
     """Recoveries from the log: positions older than a channel's history window, read
     again from the stream (see tidings.recovery)."""
@@ -373,6 +390,7 @@ class Settings:
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     web_push: WebPushSettings = field(default_factory=WebPushSettings)
     #: Routing rules, validated by :mod:`tidings.router`.
@@ -408,6 +426,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "amqp": AmqpSettings,
     "proxy": ProxySettings,
     "cluster": ClusterSettings,
+    "ledger": LedgerSettings,
     "recovery": RecoverySettings,
     "web_push": WebPushSettings,
 }
@@ -643,6 +662,7 @@ def _validate(s: Settings) -> None:
             "(amqp.url) to run several workers",
         )
     _validate_events(s)
+    _validate_ledger(s)
     _validate_proxy(s)
     _validate_web_push(s)
     # The router owns the rule syntax; importing here keeps one validation entry point.
@@ -703,6 +723,19 @@ _OWN_HEADERS = frozenset(
     }
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+
+def _validate_ledger(s: Settings) -> None:
+    """The ledger's stream is a stream of its own."""
+    name = s.ledger.stream_name(s.amqp)
+    if name == s.amqp.stream:
+        raise ConfigError(
+            "ledger.stream", f"must differ from amqp.stream {s.amqp.stream!r} (the events' log)"
+        )
+    if not re.match(r"^[\x21-\x7e]{1,255}\Z", name):
+        raise ConfigError(
+            "ledger.stream", f"must be 1 to 255 printable ASCII characters, got {name!r}"
+        )
 
 
 def _validate_proxy(s: Settings) -> None:
@@ -768,8 +801,7 @@ def _validate_web_push(s: Settings) -> None:
         if not re.match(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s?#]+(/\S*)?)\Z", subject):
             raise ConfigError(
                 "web_push.vapid_subject",
-                "must be a mailto: address or an https:// URL (RFC 8292 §2.1), "
-                f"got {subject!r}",
+                f"must be a mailto: address or an https:// URL (RFC 8292 §2.1), got {subject!r}",
             )
         return
     named = [("channels", s.channels)] + [

@@ -110,6 +110,22 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.ledger_writes = Counter(
+            "tidings_ledger_writes",
+            "Ledger writes made by this node, by result (applied; refused: too large or "
+            "not started; failed: not confirmed or not read back in time, may still apply)",
+            ["result"],
+            registry=r,
+        )
+        self.ledger_entries = Gauge(
+            "tidings_ledger_entries",
+            "Entries of the ledger held here, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.ledger_snapshots = Counter(
+            "tidings_ledger_snapshots", "Snapshots of the ledger written by this node", registry=r
+        )
         self.ready = Gauge("tidings_ready", "1 when the node is ready to serve", registry=r)
 
     def render(self) -> bytes:

@@ -1,0 +1,235 @@
+"""The RabbitMQ ledger against the real broker: two ledgers converge, a put is read back,
+merges apply in the same order everywhere, a replay is exact after the retention dropped
+the stream's head, a cut connection loses and repeats nothing, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq
+import pytest
+
+from tests.log.live import SCALE, URL, Proxy, until
+from tidings.config import AmqpSettings, LedgerSettings
+from tidings.ledger import LedgerError
+from tidings.log.broker import SourceError
+from tidings.log.ledger import RabbitMqLedger
+from tidings.log.ledger_wire import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from tidings.log.memory import MemoryLedger
+from tidings.metrics import Metrics
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
+
+SMALL = 64 << 10  # the least ledger.max_bytes: segments of 4 KiB, snapshots every 16 KiB
+
+
+def _sum(held: bytes | None, written: bytes | None) -> bytes | None:
+    # Not idempotent: a write applied twice, or lost, shows in the total.
+    if written is None:
+        return None
+    return b"%d" % (int(held or b"0") + int(written))
+
+
+def _append(held: bytes | None, written: bytes | None) -> bytes | None:
+    # Not commutative: two orders give two results.
+    if written is None:
+        return None
+    return ((held or b"") + written)[-200:]
+
+
+@pytest.fixture
+async def stream(rabbitmq: None) -> AsyncIterator[str]:
+    name = f"test.{uuid.uuid4().hex[:10]}.state"
+    yield name
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+
+
+def ledger(stream: str, url: str = URL, max_bytes: int = 1 << 20, **kwargs: Any) -> RabbitMqLedger:
+    made = RabbitMqLedger(
+        AmqpSettings(url=url, reconnect_interval=0.2 * SCALE),
+        LedgerSettings(stream=stream, max_bytes=max_bytes),
+        timeout=5 * SCALE,
+        snapshot_jitter=0.1,
+        **kwargs,
+    )
+    made.merge("sum", _sum)
+    made.merge("log", _append)
+    return made
+
+
+async def first_offset(stream: str) -> int:
+    """The first offset the stream still holds, read apart from any ledger."""
+    connection = await aiormq.connect(URL)
+    try:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=1)
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            if not got.done():
+                got.set_result(message.header.properties.headers["x-stream-offset"])
+
+        await channel.basic_consume(stream, on_message, arguments={"x-stream-offset": "first"})
+        return await asyncio.wait_for(got, 10 * SCALE)
+    finally:
+        await connection.close()
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_two_ledgers_converge_and_a_put_is_read_back(stream: str) -> None:
+    a, b = ledger(stream), ledger(stream)
+    await a.start()
+    await b.start()
+    try:
+        assert a.ready and b.ready
+        seen: list[tuple[str, str, bytes | None]] = []
+        b.on_change(lambda *change: seen.append(change))
+        await a.put("push", "alice", b"endpoint")
+        assert a.get("push", "alice") == b"endpoint"  # read back before put returned
+        await until(lambda: b.get("push", "alice") == b"endpoint", what="b reads a's write")
+        await b.put("push", "alice", None)
+        assert b.get("push", "alice") is None
+        await until(lambda: a.get("push", "alice") is None, what="a reads b's delete")
+        assert seen == [("push", "alice", b"endpoint"), ("push", "alice", None)]
+        assert a.snapshot() == b.snapshot() == {}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_merges_apply_in_the_same_order_on_every_ledger(stream: str) -> None:
+    a, b = ledger(stream), ledger(stream)
+    await a.start()
+    await b.start()
+    try:
+        writes = [
+            side.put("log", f"k{i % 3}", b"%s%d," % (name, i))
+            for i in range(60)
+            for side, name in ((a, b"a"), (b, b"b"))
+        ]
+        await asyncio.gather(*writes)
+        await until(lambda: a.snapshot() == b.snapshot(), what="the same table")
+        late = ledger(stream)
+        await late.start()  # replays the stream in its order: the same again
+        try:
+            assert late.snapshot() == a.snapshot()
+        finally:
+            await late.close()
+        kept = a.get("log", "k0")
+        assert kept is not None and b"a0," in kept and b"b0," in kept
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_replay_is_exact_after_snapshots_and_a_dropped_head(stream: str) -> None:
+    metrics = Metrics()
+    writer = ledger(stream, max_bytes=SMALL, metrics=metrics)
+    await writer.start()
+    truth = MemoryLedger()
+    truth.merge("sum", _sum)
+    truth.merge("log", _append)
+    try:
+        for batch in range(40):
+            writes = []
+            for i in range(25):
+                n = batch * 25 + i
+                kind, key = ("sum", f"n{n % 7}") if n % 2 else ("log", f"l{n % 5}")
+                value = None if n % 97 == 0 else b"%d" % (n % 10)
+                truth.apply(kind, key, value)  # in the order the puts are made, below
+                writes.append((kind, key, value))
+            for kind, key, value in writes:
+                await writer.put(kind, key, value)
+        assert writer.snapshot() == truth.snapshot()
+        assert count(metrics, "tidings_ledger_snapshots_total") >= 3
+        assert count(metrics, "tidings_ledger_writes_total", result="applied") == 1000
+        assert await first_offset(stream) > 0, "the retention dropped no segment"
+        late = ledger(stream, max_bytes=SMALL)
+        await late.start()
+        try:
+            assert late.snapshot() == truth.snapshot()
+            await late.put("sum", "n1", b"5")
+            await until(
+                lambda: writer.get("sum", "n1") == late.get("sum", "n1"), what="convergence"
+            )
+        finally:
+            await late.close()
+    finally:
+        await writer.close()
+
+
+async def test_a_cut_connection_resumes_with_nothing_lost_or_applied_twice(stream: str) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    cut, direct = ledger(stream, url=proxy.url), ledger(stream)
+    await cut.start()
+    await direct.start()
+    try:
+        for i in range(300):
+            if i in (100, 200):
+                await until(lambda: cut.ready, what="ready again")
+                assert proxy.cut() >= 1
+                await until(lambda: not cut.ready, what="not ready while away")
+                with pytest.raises(LedgerError, match="not connected"):
+                    await cut.put("sum", "cut", b"1")
+            await direct.put("sum", "total", b"1")
+        await until(lambda: cut.ready, what="ready again")
+        await cut.put("sum", "total", b"1")
+        await until(lambda: direct.get("sum", "total") == b"301", what="the cut ledger's write")
+        assert cut.get("sum", "total") == b"301"
+        assert cut.get("sum", "cut") is None
+    finally:
+        await cut.close()
+        await direct.close()
+        await proxy.close()
+
+
+async def test_writes_too_large_are_refused(stream: str) -> None:
+    metrics = Metrics()
+    small = ledger(stream, max_bytes=SMALL, metrics=metrics)
+    with pytest.raises(LedgerError, match="not started"):
+        await small.put("push", "a", b"1")
+    await small.start()
+    try:
+        with pytest.raises(LedgerError, match="key takes at most"):
+            await small.put("push", "k" * (MAX_KEY_BYTES + 1), b"1")
+        with pytest.raises(LedgerError, match="value takes at most"):
+            await small.put("push", "a", b"v" * (MAX_VALUE_BYTES + 1))
+        with pytest.raises(LedgerError, match="kind takes at most"):
+            await small.put("p" * 65, "a", b"1")
+        with pytest.raises(LedgerError, match=r"raise ledger\.max_bytes"):
+            for i in range(small.table_limit // 1000 + 1):
+                await small.put("push", f"k{i}", b"v" * 1000)
+        assert 0 < small.table_bytes <= small.table_limit
+        await small.put("push", "k0", None)  # a delete shrinks the table: always taken
+        assert count(metrics, "tidings_ledger_writes_total", result="refused") == 5
+    finally:
+        await small.close()
+    with pytest.raises(LedgerError, match="closed"):
+        await small.put("push", "a", b"1")
+
+
+async def test_a_stream_set_up_otherwise_is_refused_at_start(stream: str) -> None:
+    first = ledger(stream, max_bytes=SMALL)
+    await first.start()
+    await first.close()
+    other = ledger(stream, max_bytes=SMALL * 2)
+    with pytest.raises(SourceError, match=r"ledger\.max_bytes"):
+        await other.start()
+    assert not other.ready
+
+
+async def test_no_broker_is_refused_at_start(stream: str) -> None:
+    absent = ledger(stream, url="amqp://guest:guest@127.0.0.1:1/")
+    with pytest.raises(SourceError, match="cannot reach RabbitMQ"):
+        await absent.start()
