@@ -30,6 +30,7 @@ from tidings.appkeys import NODE
 from tidings.config import Settings
 from tidings.demo import add_demo_routes, demo_settings
 from tidings.events import Outbox
+from tidings.ledger import Ledger
 from tidings.log.base import Log
 from tidings.metrics import Metrics
 from tidings.node import ControlPlane, Node
@@ -40,7 +41,7 @@ from tidings.transport.sse import add_sse_routes
 from tidings.transport.webpush import add_webpush_routes
 from tidings.transport.websocket import add_websocket_routes
 
-__all__ = ["create_app", "make_control", "make_log", "make_outbox", "run"]
+__all__ = ["create_app", "make_control", "make_ledger", "make_log", "make_outbox", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,22 @@ def make_outbox(settings: Settings, metrics: Metrics, name: str = "") -> Outbox 
     return RabbitMqOutbox(settings.amqp, metrics, f"tidings {name or os.getpid()}")
 
 
+def make_ledger(settings: Settings, metrics: Metrics, name: str = "") -> Ledger:
+    """The ledger: in a RabbitMQ stream when ``amqp.url`` is set, else this process's own."""
+    if settings.amqp.url:
+        from tidings.log.ledger import RabbitMqLedger
+
+        return RabbitMqLedger(
+            settings.amqp,
+            settings.ledger,
+            metrics=metrics,
+            name=f"tidings {name or os.getpid()} ledger",
+        )
+    from tidings.log.memory import MemoryLedger
+
+    return MemoryLedger()
+
+
 def _emulation(node: Node, control: ControlPlane | None) -> Emulation:
     """This worker's emulated sessions; with the control plane, posts for another worker
     are forwarded through it, addressed by its worker id."""
@@ -111,6 +128,7 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
         control=control,
         metrics=metrics,
         outbox=make_outbox(settings, metrics, name),
+        ledger=make_ledger(settings, metrics, name),
     )
     app = web.Application(client_max_size=1 << 20)
     app[NODE] = node

@@ -242,11 +242,12 @@ class Publisher:
 
 
 def delete_amqp(exchanges: list[str] = (), queues: list[str] = ()) -> None:  # type: ignore[assignment]
-    """Removes what a test declared."""
+    """Removes what a test declared, and the ledger's stream beside each stream queue
+    (``<stream>.state``, which a node declares)."""
     with contextlib.suppress(Exception):
         conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         ch = conn.channel()
-        for q in queues:
+        for q in [*queues, *(f"{q}.state" for q in queues if not q.endswith(".state"))]:
             with contextlib.suppress(Exception):
                 ch.queue_delete(q)
         for x in exchanges:
