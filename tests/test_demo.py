@@ -79,7 +79,8 @@ async def _online(server: LiveServer) -> list[str]:
 
 async def test_without_demo_mode_there_is_no_page_and_no_helper(start: Start) -> None:
     server = await start(False)
-    for path in ("/demo/token?user=alice", "/demo/presence", "/demo/demo.js", "/demo/demo.css"):
+    helpers = ("/demo/token?user=alice", "/demo/presence", "/demo/demo.js", "/demo/demo.css")
+    for path in (*helpers, "/sw.js"):
         async with server.http.get(server.url + path) as r:
             assert r.status == 404, path
     status, _ = await _post(server, {"user": "bob", "kind": "invoice.paid"})
@@ -107,6 +108,12 @@ async def test_demo_mode_serves_the_page_and_its_assets(start: Start) -> None:
         async with server.http.get(server.url + path) as r:
             assert (r.status, r.content_type) == (200, content_type), path
             assert len(await r.read()) > 1000
+    async with server.http.get(server.url + "/sw.js") as r:
+        assert (r.status, r.content_type) == (200, "text/javascript")
+        assert "Service-Worker-Allowed" not in r.headers  # its scope is "/" already
+        worker = await r.text()
+    assert "addEventListener('push'" in worker
+    assert "addEventListener('notificationclick'" in worker
 
 
 async def test_demo_token_is_short_lived_and_limited_to_the_users_channel(start: Start) -> None:

@@ -13,6 +13,11 @@ from the network) and two helpers that only a demo may offer:
   "amount": "120.00"}`` publishes a sample event to ``user#bob`` through the node, the
   path every event takes (into RabbitMQ when it is configured).
 
+The page also offers Web Push ("Notify me when the tab is closed"): it registers the
+service worker ``/sw.js``, subscribes with the key of ``GET /push/key`` and registers the
+subscription with ``POST /push/subscribe`` (``transport/webpush.py``), which needs
+``[web_push]`` and ``web_push = true`` on the top-level ``[channels]``.
+
 In demo mode the namespace ``demo`` has presence and forced join/leave (see
 :func:`demo_settings`), because ``/events`` is a push-only stream that cannot ask for them.
 Outside demo mode no helper exists and ``/`` answers a short JSON pointer to the
@@ -65,6 +70,9 @@ _AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?\Z")
 _STATIC = {
     "/demo/demo.js": ("demo.js", "text/javascript"),
     "/demo/demo.css": ("demo.css", "text/css"),
+    # The service worker of "Notify me when the tab is closed", at the root so that its
+    # scope is the whole page without a Service-Worker-Allowed header.
+    "/sw.js": ("sw.js", "text/javascript"),
 }
 _PAGE_HEADERS = {
     "Content-Security-Policy": (

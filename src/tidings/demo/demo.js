@@ -25,6 +25,7 @@
   const state = {
     user: USERS.includes(params.get('user')) ? params.get('user') : 'alice',
     source: null,       // the open EventSource
+    token: '',          // the connection token of the open stream (also Web Push's)
     generation: 0,      // bumps on every (re)open; stale callbacks compare against it
     lastEventId: '',    // "<epoch>:<position>", echoed back on reopen
     head: 0,            // the position at connect: events at or below it were replayed
@@ -65,6 +66,7 @@
       return;
     }
     if (generation !== state.generation) return;  // the user switched meanwhile
+    state.token = token;
     let url = `/events?token=${encodeURIComponent(token)}`;
     if (resumeFrom) url += `&last_event_id=${encodeURIComponent(resumeFrom)}`;
     const source = new EventSource(url);
@@ -278,6 +280,60 @@
     setTimeout(() => box.remove(), TOAST_MS);
   }
 
+  // ------------------------------------------------------------------ web push
+  // "Notify me when the tab is closed": the service worker /sw.js shows each push; the
+  // browser's push subscription, made with the server's VAPID key (GET /push/key), is
+  // handed to tidings with this tab's token (POST /push/subscribe). tidings then pushes a
+  // publication to user#<you> whenever no tab of yours is connected. #push's data-step
+  // names the step under way, and data-failed-at the one that failed.
+  function pushStep(step, text) {
+    $('push').dataset.step = step;
+    $('push-text').textContent = text;
+  }
+
+  async function json(response) {
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || response.statusText);
+    return answer.result;
+  }
+
+  async function enablePush() {
+    delete $('push').dataset.failedAt;
+    if (!('serviceWorker' in navigator) || !('PushManager' in window)) {
+      pushStep('unsupported', 'This browser offers no Web Push.');
+      return;
+    }
+    const user = state.user;
+    $('notify').disabled = true;
+    try {
+      pushStep('key', 'Asking tidings for its key…');
+      const { key } = await json(await fetch('/push/key'));
+      pushStep('permission', 'Asking for permission to notify…');
+      if (await Notification.requestPermission() !== 'granted') {
+        throw new Error('notifications are not allowed for this page');
+      }
+      pushStep('worker', 'Starting the service worker…');
+      await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+      const registration = await navigator.serviceWorker.ready;
+      pushStep('subscribing', "Subscribing with the browser's push service…");
+      const subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true, applicationServerKey: key,
+      });
+      pushStep('registering', 'Registering with tidings…');
+      await json(await fetch('/push/subscribe', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${state.token}` },
+        body: JSON.stringify(subscription.toJSON()),
+      }));
+      pushStep('done', `On: close every tab of ${user}, then send ${user} an event.`);
+    } catch (error) {
+      $('push').dataset.failedAt = $('push').dataset.step;
+      pushStep('failed', `Not enabled: ${error.message}`);
+    } finally {
+      $('notify').disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------ controls
   function selectUser(user) {
     close();
@@ -350,6 +406,7 @@
     });
   }
   $('drop').addEventListener('click', drop);
+  $('notify').addEventListener('click', enablePush);
   $('send-form').addEventListener('submit', send);
   $('to').value = USERS.find((u) => u !== state.user);
   selectUser(state.user);
