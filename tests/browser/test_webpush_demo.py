@@ -23,7 +23,7 @@ import pytest
 
 from tests.browser.test_demo_page import WAIT, browser, open_as, publish
 from tests.system.harness import Node, metrics_of, start_node
-from tests.webpush.pushservice import Browser, PushService, check_vapid
+from tests.webpush.pushservice import SUBJECT, Browser, PushService, check_vapid, node_toml
 from tidings.webpush.vapid import generate_key
 
 pytestmark = pytest.mark.browser
@@ -31,16 +31,7 @@ __all__ = ["browser"]  # the Chromium fixture, used by name
 sync_api = pytest.importorskip("playwright.sync_api")
 
 PRIVATE, PUBLIC = generate_key()
-SUBJECT = "mailto:ops@example.com"
-CONFIG = f"""
-[channels]
-web_push = true
-
-[web_push]
-vapid_private_key = "{PRIVATE}"
-vapid_subject = "{SUBJECT}"
-allow_private_endpoints = true   # the tests' push service is on 127.0.0.1
-"""
+CONFIG = node_toml(PRIVATE)
 
 
 class ThreadedPushService:

@@ -23,7 +23,14 @@ from centrifuge import Client, ReplyError
 
 from tests.integration.conftest import ServerFactory
 from tests.integration.live import LiveServer, make_settings, scaled, token, wait_until
-from tests.webpush.pushservice import Browser, PushService, Received, check_vapid
+from tests.webpush.pushservice import (
+    SUBJECT,
+    Browser,
+    PushService,
+    Received,
+    check_vapid,
+    node_toml,
+)
 from tidings.log.memory import MemoryLedger, MemoryLog
 from tidings.node import Node
 from tidings.webpush.subscription import KIND, encode_entry, entry_key, parse_subscription
@@ -32,26 +39,12 @@ from tidings.webpush.vapid import generate_key
 pytestmark = pytest.mark.integration
 
 PRIVATE, PUBLIC = generate_key()
-SUBJECT = "mailto:ops@example.com"
 
 
 def toml(*, private: bool = True, extra: str = "") -> str:
-    return f"""
-[channels]
-web_push = true
-
-[[namespaces]]
-name = "quiet"            # no web_push
-
-[web_push]
-vapid_private_key = "{PRIVATE}"
-vapid_subject = "{SUBJECT}"
-allow_private_endpoints = {"true" if private else "false"}
-retry_backoff = "50ms"
-ttl = "10m"
-urgency = "high"
-{extra}
-"""
+    web_push = f'retry_backoff = "50ms"\nttl = "10m"\nurgency = "high"\n{extra}'
+    quiet = '\n[[namespaces]]\nname = "quiet"  # no web_push\n'
+    return node_toml(PRIVATE, allow_private=private, web_push=web_push) + quiet
 
 
 @pytest.fixture

@@ -31,26 +31,17 @@ from tests.system.harness import (
     nodes,
     unique,
 )
-from tests.webpush.pushservice import Browser, PushService, check_vapid
+from tests.webpush.pushservice import SUBJECT, Browser, PushService, check_vapid, node_toml
 from tidings.auth import mint_token
 from tidings.webpush.vapid import generate_key
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
 PRIVATE, PUBLIC = generate_key()
-SUBJECT = "mailto:ops@example.com"
 HEARTBEAT, TTL = 0.5, 1.5
 #: Both nodes up for the TTL (settled: they share the sending) and heard from again.
 SETTLE = TTL + 3 * HEARTBEAT
-CONFIG = f"""
-[channels]
-web_push = true
-
-[web_push]
-vapid_private_key = "{PRIVATE}"
-vapid_subject = "{SUBJECT}"
-allow_private_endpoints = true
-"""
+CONFIG = node_toml(PRIVATE)
 
 
 class Names:

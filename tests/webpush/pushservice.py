@@ -121,6 +121,26 @@ class PushService:
             await self._runner.cleanup()
 
 
+#: The VAPID subject of the tests' nodes.
+SUBJECT = "mailto:ops@example.com"
+
+
+def node_toml(private_key: str, *, allow_private: bool = True, web_push: str = "") -> str:
+    """The configuration of a node that pushes its top-level channels (``user#alice``)
+    with ``private_key``; ``allow_private`` lets it reach this push service on 127.0.0.1,
+    ``web_push`` adds lines to ``[web_push]``."""
+    return f"""
+[channels]
+web_push = true
+
+[web_push]
+vapid_private_key = "{private_key}"
+vapid_subject = "{SUBJECT}"
+allow_private_endpoints = {"true" if allow_private else "false"}
+{web_push}
+"""
+
+
 def check_vapid(received: Received, origin: str, public_key: str, subject: str) -> dict[str, Any]:
     """The VAPID claims of ``received``, after every check of RFC 8292 §2-3."""
     scheme, _, params = received.headers["Authorization"].partition(" ")
