@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.fakes import Sink, session_of, settings
+from tests.test_lifecycle import Cluster, cluster_settings
 from tests.transport.memory import MemoryTransport, server_frames
 from tidings.codes import DisconnectCode
 from tidings.config import ClientSettings, Settings
@@ -168,3 +169,25 @@ async def test_drain_closes_every_connection_with_3001_and_refuses_new_ones() ->
     assert not waiting.done()
     conn.connection_lost(None)
     await asyncio.wait_for(waiting, 1)
+
+
+# ---------------------------------------------------------------------- web push senders
+def test_push_senders_are_the_settled_workers_or_every_live_one_while_none_is() -> None:
+    """The workers WebPush ranks each user over (Node._push_senders): the same list on
+    every worker once settled, and a worker that has just started is not among them (so
+    it sends nothing) while the others are."""
+    cluster = Cluster(cluster_settings())
+    w1, w2 = cluster.add("w1"), cluster.add("w2")
+
+    def senders(node: Node) -> list[str]:
+        return sorted(node._push_senders())
+
+    cluster.beat(Cluster.HEARTBEAT)  # they know each other; none has settled
+    assert senders(w1) == senders(w2) == ["w1", "w2"]
+    cluster.beat(Cluster.TTL + 1)
+    assert senders(w1) == senders(w2) == ["w1", "w2"]
+    w3 = cluster.add("w3")
+    cluster.beat(Cluster.HEARTBEAT)
+    assert senders(w1) == senders(w2) == senders(w3) == ["w1", "w2"]
+    cluster.beat(Cluster.TTL + 1)
+    assert senders(w1) == senders(w2) == senders(w3) == ["w1", "w2", "w3"]
