@@ -1,7 +1,8 @@
 """Web Push across two ``tidings serve`` nodes on the real RabbitMQ: a subscription
 registered on one node is in the other's ledger, and a publication to an offline user is
 sent by exactly one worker, whichever node the publication entered by; a user connected
-to the other node is not pushed at all.
+to the other node is not pushed at all; a subscription its push service says is gone
+(410) leaves both nodes' ledgers.
 
 The push service is the tests' own on 127.0.0.1 (``allow_private_endpoints``), which
 decrypts each message with its subscription's key.
@@ -102,6 +103,10 @@ def sent(node: Node) -> float:
     return metrics_of(node).get(("tidings_web_push_total", (("result", "sent"),)), 0.0)
 
 
+def subscriptions(node: Node) -> float:
+    return metrics_of(node).get(("tidings_ledger_entries", (("kind", "push"),)), 0.0)
+
+
 async def test_exactly_one_push_per_offline_user_across_two_nodes(
     cluster: list[Node], names: Names, push: PushService
 ) -> None:
@@ -149,3 +154,16 @@ async def test_exactly_one_push_per_offline_user_across_two_nodes(
     # Both workers sent some (rendezvous hashing spreads the users), none twice.
     counts = [sent(a), sent(b)]
     assert sum(counts) == len(users) - 1 and all(counts), counts
+    assert subscriptions(a) == subscriptions(b) == len(users)
+
+    # A push service that says 410 makes the sender drop the subscription: from the
+    # ledger of both nodes.
+    push.script("user1", 410)
+    async with aiohttp.ClientSession() as http:
+        body = {"channel": "user#user1", "data": {"n": "gone"}}
+        await post(http, f"{b.url}/api/publish", body, **{"X-API-Key": API_KEY})
+    deadline = time.monotonic() + 10 * TIME_SCALE
+    while not subscriptions(a) == subscriptions(b) == len(users) - 1:
+        assert time.monotonic() < deadline, (subscriptions(a), subscriptions(b))
+        await asyncio.sleep(0.05)
+    assert len(push.at("user1")) == 2
