@@ -47,3 +47,14 @@ async def names(rabbitmq: None) -> AsyncIterator[Names]:
             await channel.queue_delete(queue)
         for exchange in (n.exchange, n.quarantine):
             await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+async def state_stream(rabbitmq: None) -> AsyncIterator[str]:
+    """A fresh name for a ledger's stream, deleted afterwards."""
+    name = f"test.{uuid.uuid4().hex[:10]}.state"
+    yield name
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)

@@ -5,89 +5,28 @@ the stream's head, a cut connection loses and repeats nothing, refusals."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+import logging
+import re
 
-import aio_pika
-import aiormq
 import pytest
 
-from tests.log.live import SCALE, URL, Proxy, until
-from tidings.config import AmqpSettings, LedgerSettings
+from tests.log.ledgers import SMALL, append_merge, first_offset, ledger, sum_merge
+from tests.log.live import Proxy, until
 from tidings.ledger import LedgerError
 from tidings.log.broker import SourceError
-from tidings.log.ledger import RabbitMqLedger
 from tidings.log.ledger_wire import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
-SMALL = 64 << 10  # the least ledger.max_bytes: segments of 4 KiB, snapshots every 16 KiB
-
-
-def _sum(held: bytes | None, written: bytes | None) -> bytes | None:
-    # Not idempotent: a write applied twice, or lost, shows in the total.
-    if written is None:
-        return None
-    return b"%d" % (int(held or b"0") + int(written))
-
-
-def _append(held: bytes | None, written: bytes | None) -> bytes | None:
-    # Not commutative: two orders give two results.
-    if written is None:
-        return None
-    return ((held or b"") + written)[-200:]
-
-
-@pytest.fixture
-async def stream(rabbitmq: None) -> AsyncIterator[str]:
-    name = f"test.{uuid.uuid4().hex[:10]}.state"
-    yield name
-    connection = await aio_pika.connect(URL)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(name)
-
-
-def ledger(stream: str, url: str = URL, max_bytes: int = 1 << 20, **kwargs: Any) -> RabbitMqLedger:
-    made = RabbitMqLedger(
-        AmqpSettings(url=url, reconnect_interval=0.2 * SCALE),
-        LedgerSettings(stream=stream, max_bytes=max_bytes),
-        timeout=5 * SCALE,
-        snapshot_jitter=0.1,
-        **kwargs,
-    )
-    made.merge("sum", _sum)
-    made.merge("log", _append)
-    return made
-
-
-async def first_offset(stream: str) -> int:
-    """The first offset the stream still holds, read apart from any ledger."""
-    connection = await aiormq.connect(URL)
-    try:
-        channel = await connection.channel()
-        await channel.basic_qos(prefetch_count=1)
-        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            if not got.done():
-                got.set_result(message.header.properties.headers["x-stream-offset"])
-
-        await channel.basic_consume(stream, on_message, arguments={"x-stream-offset": "first"})
-        return await asyncio.wait_for(got, 10 * SCALE)
-    finally:
-        await connection.close()
-
 
 def count(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_two_ledgers_converge_and_a_put_is_read_back(stream: str) -> None:
-    a, b = ledger(stream), ledger(stream)
+async def test_two_ledgers_converge_and_a_put_is_read_back(state_stream: str) -> None:
+    a, b = ledger(state_stream), ledger(state_stream)
     await a.start()
     await b.start()
     try:
@@ -107,8 +46,8 @@ async def test_two_ledgers_converge_and_a_put_is_read_back(stream: str) -> None:
         await b.close()
 
 
-async def test_merges_apply_in_the_same_order_on_every_ledger(stream: str) -> None:
-    a, b = ledger(stream), ledger(stream)
+async def test_merges_apply_in_the_same_order_on_every_ledger(state_stream: str) -> None:
+    a, b = ledger(state_stream), ledger(state_stream)
     await a.start()
     await b.start()
     try:
@@ -119,7 +58,7 @@ async def test_merges_apply_in_the_same_order_on_every_ledger(stream: str) -> No
         ]
         await asyncio.gather(*writes)
         await until(lambda: a.snapshot() == b.snapshot(), what="the same table")
-        late = ledger(stream)
+        late = ledger(state_stream)
         await late.start()  # replays the stream in its order: the same again
         try:
             assert late.snapshot() == a.snapshot()
@@ -132,13 +71,17 @@ async def test_merges_apply_in_the_same_order_on_every_ledger(stream: str) -> No
         await b.close()
 
 
-async def test_a_replay_is_exact_after_snapshots_and_a_dropped_head(stream: str) -> None:
+async def test_a_replay_is_exact_after_snapshots_and_a_dropped_head(
+    state_stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "tidings.log")
     metrics = Metrics()
-    writer = ledger(stream, max_bytes=SMALL, metrics=metrics)
+    # Snapshots in parts of 100 bytes: several messages each, as a large table would take.
+    writer = ledger(state_stream, max_bytes=SMALL, metrics=metrics, part_bytes=100)
     await writer.start()
     truth = MemoryLedger()
-    truth.merge("sum", _sum)
-    truth.merge("log", _append)
+    truth.merge("sum", sum_merge)
+    truth.merge("log", append_merge)
     try:
         for batch in range(40):
             writes = []
@@ -153,10 +96,13 @@ async def test_a_replay_is_exact_after_snapshots_and_a_dropped_head(stream: str)
         assert writer.snapshot() == truth.snapshot()
         assert count(metrics, "tidings_ledger_snapshots_total") >= 3
         assert count(metrics, "tidings_ledger_writes_total", result="applied") == 1000
-        assert await first_offset(stream) > 0, "the retention dropped no segment"
-        late = ledger(stream, max_bytes=SMALL)
+        assert await first_offset(state_stream) > 0, "the retention dropped no segment"
+        parts = [int(m) for m in re.findall(r"snapshot of \d+ bytes in (\d+) parts", caplog.text)]
+        assert parts and min(parts) > 1, caplog.text
+        late = ledger(state_stream, max_bytes=SMALL)
         await late.start()
         try:
+            assert "seeking a snapshot" in caplog.text and "restored the snapshot" in caplog.text
             assert late.snapshot() == truth.snapshot()
             await late.put("sum", "n1", b"5")
             await until(
@@ -168,10 +114,12 @@ async def test_a_replay_is_exact_after_snapshots_and_a_dropped_head(stream: str)
         await writer.close()
 
 
-async def test_a_cut_connection_resumes_with_nothing_lost_or_applied_twice(stream: str) -> None:
+async def test_a_cut_connection_resumes_with_nothing_lost_or_applied_twice(
+    state_stream: str,
+) -> None:
     proxy = Proxy()
     await proxy.start()
-    cut, direct = ledger(stream, url=proxy.url), ledger(stream)
+    cut, direct = ledger(state_stream, url=proxy.url), ledger(state_stream)
     await cut.start()
     await direct.start()
     try:
@@ -194,9 +142,9 @@ async def test_a_cut_connection_resumes_with_nothing_lost_or_applied_twice(strea
         await proxy.close()
 
 
-async def test_writes_too_large_are_refused(stream: str) -> None:
+async def test_writes_too_large_are_refused(state_stream: str) -> None:
     metrics = Metrics()
-    small = ledger(stream, max_bytes=SMALL, metrics=metrics)
+    small = ledger(state_stream, max_bytes=SMALL, metrics=metrics)
     with pytest.raises(LedgerError, match="not started"):
         await small.put("push", "a", b"1")
     await small.start()
@@ -219,17 +167,17 @@ async def test_writes_too_large_are_refused(stream: str) -> None:
         await small.put("push", "a", b"1")
 
 
-async def test_a_stream_set_up_otherwise_is_refused_at_start(stream: str) -> None:
-    first = ledger(stream, max_bytes=SMALL)
+async def test_a_stream_set_up_otherwise_is_refused_at_start(state_stream: str) -> None:
+    first = ledger(state_stream, max_bytes=SMALL)
     await first.start()
     await first.close()
-    other = ledger(stream, max_bytes=SMALL * 2)
+    other = ledger(state_stream, max_bytes=SMALL * 2)
     with pytest.raises(SourceError, match=r"ledger\.max_bytes"):
         await other.start()
     assert not other.ready
 
 
-async def test_no_broker_is_refused_at_start(stream: str) -> None:
-    absent = ledger(stream, url="amqp://guest:guest@127.0.0.1:1/")
+async def test_no_broker_is_refused_at_start(state_stream: str) -> None:
+    absent = ledger(state_stream, url="amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(SourceError, match="cannot reach RabbitMQ"):
         await absent.start()

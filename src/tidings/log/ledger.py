@@ -13,7 +13,9 @@ every node applies it alike; a merge that is not idempotent sees it once either 
 since nothing is sent again), or when it was confirmed but not read back in time (it is
 applied once read). A kind, key or value larger than ``MAX_*_BYTES`` of
 :mod:`~tidings.log.ledger_wire`, or a write that would grow the table past an eighth of
-``ledger.max_bytes`` (:attr:`RabbitMqLedger.table_limit`), is refused before sending.
+``ledger.max_bytes`` (:attr:`RabbitMqLedger.table_limit`), is refused before sending
+(the check counts the value written: a merge that keeps more than it is given, and other
+nodes' writes not read yet, can take the table a little past it).
 
 *Reading.* Each ledger consumes the stream over AMQP 0-9-1 (a consumer with
 ``x-stream-offset``) from ``first`` at :meth:`~RabbitMqLedger.start`, writes a
@@ -43,8 +45,10 @@ overhead.
 ``/readyz`` says so, through ``node.ready``); once aio-pika has reconnected it consumes
 again from the offset after the last one read, writes a new mark and is ready again once
 it has read it back: no write is lost or applied twice (records read before are skipped
-by offset). If the retention dropped records it had not read meanwhile, it seeks a
-snapshot as at start-up.
+by offset). Offsets do not always grow by one (RabbitMQ keeps some for itself): when the
+first record after a reconnect comes past the offset asked for, the ledger holds what
+comes while it reads the stream's first offset; past the one asked for too, the retention
+dropped records it had not read, and it seeks a snapshot as at start-up.
 
 *Limits.* A stream deleted under the running ledger is declared again, empty, and its
 offsets start over: the ledger detects nothing of it (the queue name is the same). Do
@@ -121,6 +125,7 @@ class RabbitMqLedger(Ledger):
         timeout: seconds a put waits for its confirm and its read-back together, and
             the limit of any other broker operation.
         snapshot_jitter: longest pause before writing a snapshot that is due.
+        part_bytes: entries' bytes per snapshot message.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class RabbitMqLedger(Ledger):
         name: str = "tidings ledger",
         timeout: float = 10.0,
         snapshot_jitter: float = 1.0,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         super().__init__()
         if not amqp.addresses:
@@ -147,6 +153,7 @@ class RabbitMqLedger(Ledger):
         self._name = name
         self._timeout = timeout
         self._jitter = snapshot_jitter
+        self._part_bytes = part_bytes
 
         self._writer = uuid.uuid4().bytes
         self._seq = 0
@@ -219,7 +226,7 @@ class RabbitMqLedger(Ledger):
             writes.labels("refused").inc()
             raise
         raw = self._raw
-        if raw is None or not self.ready:
+        if raw is None or raw.is_closed or not self.ready:
             writes.labels("failed").inc()
             raise LedgerError(
                 f"the ledger is not connected to RabbitMQ (stream {self.stream!r}) or not "
@@ -293,6 +300,11 @@ class RabbitMqLedger(Ledger):
         )
         for kind in before | set(self._table):
             self._metrics.ledger_entries.labels(kind).set(self.count(kind))
+
+    @property
+    def position(self) -> int:
+        """The offset of the next record to read (0 before any)."""
+        return self._replay.next or 0
 
     @property
     def table_bytes(self) -> int:
@@ -575,7 +587,7 @@ class RabbitMqLedger(Ledger):
             assert self._replay.next is not None
             # Table and offset together, before any await: the parts reflect exactly it.
             parts = split_snapshot(
-                self.snapshot(), self._replay.next - 1, uuid.uuid4().bytes, PART_BYTES
+                self.snapshot(), self._replay.next - 1, uuid.uuid4().bytes, self._part_bytes
             )
             self._replay.since_snapshot = 0
             for part in parts:
