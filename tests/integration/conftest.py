@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
-from tests.integration.live import LiveServer, make_settings, start_server
+from tests.integration.live import LiveServer, make_settings, scaled, start_server, token
+
+if TYPE_CHECKING:
+    from centrifuge import Client
 
 ServerFactory = Callable[..., Awaitable[LiveServer]]
 
@@ -47,3 +50,32 @@ async def serve(http: aiohttp.ClientSession, tmp_path: Path) -> AsyncIterator[Se
 async def server(serve: ServerFactory) -> LiveServer:
     """A node with default settings, the server API on."""
     return await serve()
+
+
+#: ``await sdk(server, "alice")``: a connected ``centrifuge-python`` client.
+Connect = Callable[..., Awaitable["Client"]]
+
+
+@pytest.fixture
+async def sdk() -> AsyncIterator[Connect]:
+    """Connects ``centrifuge-python`` clients with a token of ``user`` (tests that use it
+    skip when the package is missing); they are disconnected after the test."""
+    from centrifuge import Client
+
+    clients: list[Client] = []
+
+    async def connect(server: LiveServer, user: str = "alice") -> Client:
+        client = Client(
+            f"ws://127.0.0.1:{server.port}/connection/websocket",
+            token=token(user),
+            timeout=scaled(5),
+            proxy=None,
+        )
+        clients.append(client)
+        await client.connect()
+        await client.ready(timeout=scaled(5))
+        return client
+
+    yield connect
+    for client in clients:
+        await client.disconnect()

@@ -10,7 +10,7 @@ loopback over plain http); one without it shows such subscriptions refused.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,8 +21,8 @@ pytest.importorskip("centrifuge", reason="needs centrifuge-python: run `make dep
 
 from centrifuge import Client, ReplyError
 
-from tests.integration.conftest import ServerFactory
-from tests.integration.live import LiveServer, make_settings, scaled, token, wait_until
+from tests.integration.conftest import Connect, ServerFactory
+from tests.integration.live import LiveServer, make_settings, token, wait_until
 from tests.webpush.pushservice import (
     SUBJECT,
     Browser,
@@ -57,31 +57,6 @@ async def push() -> AsyncIterator[PushService]:
 @pytest.fixture
 async def server(serve: ServerFactory) -> LiveServer:
     return await serve(toml=toml())
-
-
-Connect = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def sdk() -> AsyncIterator[Connect]:
-    """Connects ``centrifuge-python`` clients: ``await sdk(server, "alice")``."""
-    clients: list[Client] = []
-
-    async def connect(server: LiveServer, user: str = "alice") -> Client:
-        client = Client(
-            f"ws://127.0.0.1:{server.port}/connection/websocket",
-            token=token(user),
-            timeout=scaled(5),
-            proxy=None,
-        )
-        clients.append(client)
-        await client.connect()
-        await client.ready(timeout=scaled(5))
-        return client
-
-    yield connect
-    for client in clients:
-        await client.disconnect()
 
 
 async def register(
