@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.webpush.vapid",
             "tidings.webpush.subscription",
             "tidings.webpush.message",
+            "tidings.receipts",
         ),
     ),
     (
@@ -77,7 +78,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
     ("backend", ("tidings.proxy", "tidings.webpush")),
-    ("node", ("tidings.node", "tidings.recovery")),
+    ("node", ("tidings.node", "tidings.recovery", "tidings.receipt_calls")),
     (
         "edges",
         ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.cluster"),

@@ -333,6 +333,19 @@ async def history_remove(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+# ---------------------------------------------------------------------- read receipts
+async def unread(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """How many publications of ``channel`` that this node holds (its history window)
+    ``user`` has not marked seen: ``{"unread": n, "exact": bool}`` (see
+    :mod:`tidings.receipts`)."""
+    user = _user(body)
+    channel = _string(body, "channel", required=True)
+    if _history_off(_channel(node, channel)):
+        raise ApiError(ErrorCode.NOT_AVAILABLE, "history is off for this channel")
+    count = node.receipts.unread(user, channel)
+    return {"unread": count.count, "exact": count.exact}
+
+
 # ---------------------------------------------------------------------- this node
 async def channels(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     """Channels with subscribers on this node, filtered by a shell-style ``pattern``."""
@@ -364,6 +377,7 @@ METHODS: dict[str, Method] = {
     "presence_stats": presence_stats,
     "history": history,
     "history_remove": history_remove,
+    "unread": unread,
     "channels": channels,
     "info": info_method,
 }

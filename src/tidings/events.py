@@ -15,7 +15,8 @@ Every event is one JSON object with at least:
 - ``node``: the tidings worker where it happened (its cluster id);
 - ``time``: Unix time in seconds (a float, millisecond precision) at which tidings saw it.
 
-The fields of each type are in :func:`user_event` and :func:`subscription_event`.
+The fields of each type are in :func:`user_event`, :func:`subscription_event` and
+:func:`receipt_event`.
 
 The interface the rest of tidings uses is :class:`Outbox`, one call that never blocks::
 
@@ -34,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 __all__ = [
+    "RECEIPT",
     "SUBSCRIBED",
     "UNSUBSCRIBED",
     "USER_OFFLINE",
@@ -41,6 +43,7 @@ __all__ = [
     "MemoryOutbox",
     "Outbox",
     "event_id",
+    "receipt_event",
     "routing_key",
     "subscription_event",
     "user_event",
@@ -51,6 +54,7 @@ USER_ONLINE = "user.online"
 USER_OFFLINE = "user.offline"
 SUBSCRIBED = "subscription.subscribed"
 UNSUBSCRIBED = "subscription.unsubscribed"
+RECEIPT = "receipt"
 
 
 class Outbox(Protocol):
@@ -117,6 +121,39 @@ def subscription_event(
         "user": user,
         "client": client,
         "channel": channel,
+        "node": node,
+        "time": round(time, 3),
+    }
+
+
+def receipt_event(
+    *,
+    id: str,
+    user: str,
+    client: str,
+    channel: str,
+    offsets: list[int],
+    upto: int,
+    node: str,
+    time: float,
+) -> dict[str, Any]:
+    """A ``receipt`` event: a client marked publications of ``channel`` seen (sent once,
+    by the worker that accepted the mark).
+
+    Args:
+        offsets: the positions marked seen, ascending (may be empty with ``upto``).
+        upto: every position up to it marked seen; 0 when the mark named offsets only.
+        client: the client id of the connection that marked; "" over HTTP, which has
+            no client.
+    """
+    return {
+        "type": RECEIPT,
+        "id": id,
+        "user": user,
+        "client": client,
+        "channel": channel,
+        "offsets": offsets,
+        "upto": upto,
         "node": node,
         "time": round(time, 3),
     }

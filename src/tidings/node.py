@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from tidings import __version__, commands
+from tidings import __version__, commands, receipts
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, channel_problem, parse_channel
 from tidings.clientinfo import ClientInfo
@@ -59,6 +59,7 @@ from tidings.protocol.operations import (
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
 from tidings.publication import ChannelEvent, Publication
+from tidings.receipt_calls import Receipts
 from tidings.record import Record
 from tidings.recovery import Failed, Recoverer, Removal
 from tidings.router import (
@@ -219,6 +220,17 @@ class Node:
                 worker=self.worker,
                 clock=clock,
             )
+        #: Read positions: marks (``tidings.read``), unread counts, ``receipt`` events.
+        self.receipts = Receipts(
+            self.ledger,
+            self.history,
+            self._options_for_name,
+            head=lambda: self.head,
+            epoch=lambda: self.log.epoch,
+            clock=clock,
+            worker=self.worker,
+            report=self.emit_event,
+        )
         # The users to push to of each channel of a web_push namespace (see _push).
         self._push_users: dict[str, tuple[str, ...]] = {}
         #: Recoveries older than the history windows, read from the log.
@@ -858,7 +870,8 @@ class Node:
     async def perform(self, operation: Operation, peer: Peer) -> Outcome:
         """Performs an operation a session handed over (see tidings.protocol.operations):
         a client publication goes to the log, a recovery reads it, the node's own RPC
-        methods (Web Push) are answered here, the rest goes to the application's backend."""
+        methods (Web Push, read receipts) are answered here, the rest goes to the
+        application's backend."""
         if isinstance(operation, PublishCall):
             return await self._append_publication(operation)
         if isinstance(operation, RecoverCall):
@@ -866,6 +879,14 @@ class Node:
             found = await self.recover_from_log([request.channel], request.position)
             return found[request.channel]
         if isinstance(operation, NodeRpcCall):
+            if operation.method in receipts.METHODS:
+                return await self.receipts.answer(
+                    operation.method,
+                    operation.user,
+                    operation.client,
+                    operation.data,
+                    operation.reads,
+                )
             return await push_calls.answer(
                 self.web_push, operation.method, operation.user, operation.data
             )

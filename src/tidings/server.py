@@ -37,6 +37,7 @@ from tidings.node import ControlPlane, Node
 from tidings.transport.emulated import add_emulated_routes
 from tidings.transport.emulation import Emulation, add_emulation_route, new_worker_id
 from tidings.transport.front import start_site
+from tidings.transport.receipts import add_receipt_routes
 from tidings.transport.sse import add_sse_routes
 from tidings.transport.webpush import add_webpush_routes
 from tidings.transport.websocket import add_websocket_routes
@@ -137,6 +138,7 @@ def create_app(settings: Settings, event_log: Log | None = None, name: str = "")
     add_emulated_routes(app)
     add_emulation_route(app, _emulation(node, control))
     add_webpush_routes(app)
+    add_receipt_routes(app)
     add_demo_routes(app, settings)
     add_routes(app)
 

@@ -439,6 +439,19 @@ class TestNodeMethods:
         assert orjson.loads(call.data or b"") == data
         assert complete(client, call, Answered(b"{}")) == [{"id": 5, "rpc": {"data": {}}}]
 
+    def test_the_call_carries_the_channels_the_session_reads(self) -> None:
+        """Read receipts accept a channel the connection is subscribed to."""
+        client = Client(make_host())
+        client.connect()
+        assert "subscribe" in client.send({"id": 2, "subscribe": {"channel": "news"}})[0]
+        client.send({"id": 5, "rpc": {"method": "tidings.read", "data": {"channel": "news"}}})
+        call = only(client)
+        assert isinstance(call, NodeRpcCall) and call.reads == frozenset({"news"})
+        client.send({"id": 6, "unsubscribe": {"channel": "news"}})
+        client.send({"id": 7, "rpc": {"method": "tidings.unread", "data": {"channel": "news"}}})
+        call = only(client)
+        assert isinstance(call, NodeRpcCall) and call.reads == frozenset()
+
     def test_errors_come_back_with_their_code(self) -> None:
         client = Client(make_host())
         client.connect()

@@ -79,18 +79,17 @@ def rpc(session: SessionCore, command: Command, request: RpcRequest) -> None:
     if session.pending >= MAX_OPERATIONS_IN_FLIGHT:
         session._error(command, ErrorCode.TOO_MANY_REQUESTS, _IN_FLIGHT)
         return
-    call = NodeRpcCall if own else RpcCall
-    session._start(
-        call(
-            session._ticket(),
-            session.client_id,
-            session.user,
-            session._meta,
-            request.method,
-            request.data,
-            command.id,
+    ticket, client, user, meta = session._ticket(), session.client_id, session.user, session._meta
+    if own:
+        reads = frozenset(session.channels)
+        call = NodeRpcCall(
+            ticket, client, user, meta, request.method, request.data, command.id, reads
         )
-    )
+        session._start(call)
+    else:
+        session._start(
+            RpcCall(ticket, client, user, meta, request.method, request.data, command.id)
+        )
 
 
 def _answered(session: SessionCore, call: RpcCall | NodeRpcCall, outcome: Outcome) -> None:

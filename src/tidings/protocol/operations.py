@@ -135,6 +135,9 @@ class NodeRpcCall(_Call):
     #: Compact JSON of the call's data, or None.
     data: bytes | None
     command_id: int = 0
+    #: The channels the session was subscribed to when it called (read receipts accept
+    #: a channel the connection reads).
+    reads: frozenset[str] = frozenset()
 
     holds = False
 
