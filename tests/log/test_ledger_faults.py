@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from tests.log.ledgers import SMALL, first_offset, ledger
-from tests.log.live import until
+from tests.log.live import delete_queue, until
 from tests.system.harness import CutProxy
 from tidings.ledger import LedgerError
 
@@ -126,3 +126,21 @@ async def test_a_broker_refusing_at_start_then_back_is_waited_for(
         await late.close()
         await writer.close()
         await proxy.stop()
+
+
+async def test_a_stream_deleted_under_it_stops_the_ledger(
+    state_stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = ledger(state_stream)
+    await running.start()
+    try:
+        await running.put("push", "a", b"1")
+        await delete_queue(state_stream)
+        await until(lambda: not running.ready, what="not ready")
+        with pytest.raises(LedgerError, match="was deleted"):
+            await running.put("push", "b", b"2")
+        assert running.get("push", "a") == b"1"  # what it held, it still answers
+        await asyncio.sleep(0.5)
+        assert not running.ready and "deleted under it" in caplog.text
+    finally:
+        await running.close()

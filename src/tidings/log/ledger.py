@@ -50,9 +50,10 @@ first record after a reconnect comes past the offset asked for, the ledger holds
 comes while it reads the stream's first offset; past the one asked for too, the retention
 dropped records it had not read, and it seeks a snapshot as at start-up.
 
-*Limits.* A stream deleted under the running ledger is declared again, empty, and its
-offsets start over: the ledger detects nothing of it (the queue name is the same). Do
-not delete the ledger's stream while nodes run.
+*A deleted stream.* The table cannot be rebuilt from a stream deleted under the running
+ledger (a new one would start empty, its offsets over): the broker cancels the consumer,
+and the ledger logs an error and stops, not ready for good and refusing writes, until the
+node is restarted. Do not delete the ledger's stream while nodes run.
 """
 
 from __future__ import annotations
@@ -171,8 +172,13 @@ class RabbitMqLedger(Ledger):
         # what it delivered while the ledger checks that nothing was dropped unread.
         self._resume: int | None = None
         self._held: list[tuple[int, bytes]] | None = None
+        # The last delivery taken, acknowledged with all before it once per loop iteration.
+        self._ack_tag = 0
+        self._ack_due = False
         self._first_caught_up: asyncio.Future[None] | None = None
         self._snapshotting = False
+        # Why the ledger stopped for good (its stream deleted), or None.
+        self._gone: str | None = None
         self._started = False
         self._closed = False
 
@@ -181,7 +187,13 @@ class RabbitMqLedger(Ledger):
     @property
     def ready(self) -> bool:
         """True while attached, caught up with the stream and exact."""
-        return self._raw is not None and self._caught_up and self._replay.live and not self._closed
+        return (
+            self._raw is not None
+            and self._caught_up
+            and self._replay.live
+            and not self._closed
+            and self._gone is None
+        )
 
     async def start(self) -> None:
         """Connects, declares the stream, replays it and returns once caught up.
@@ -226,6 +238,9 @@ class RabbitMqLedger(Ledger):
             writes.labels("refused").inc()
             raise
         raw = self._raw
+        if self._gone is not None:
+            writes.labels("failed").inc()
+            raise LedgerError(f"{self._gone}: the write of {kind}/{key} was not sent")
         if raw is None or raw.is_closed or not self.ready:
             writes.labels("failed").inc()
             raise LedgerError(
@@ -333,10 +348,13 @@ class RabbitMqLedger(Ledger):
                 self._resume, self._held = offset, None
                 # Before the consume: deliveries may come before its reply is read.
                 self._channel, self._raw = channel, raw
+                tag = f"ledger-{uuid.uuid4().hex[:12]}"
+                raw.on_consumer_cancel_callbacks.add(functools.partial(self._on_cancel, raw, tag))
                 await raw.basic_consume(
                     self.stream,
                     functools.partial(self._on_message, raw),
                     arguments={"x-stream-offset": "first" if offset is None else offset},
+                    consumer_tag=tag,
                 )
             self._seq += 1
             self._mark = self._seq
@@ -370,6 +388,8 @@ class RabbitMqLedger(Ledger):
             if raw is not None:
                 await asyncio.wait([raw.closing])
                 self._lost(raw)
+            if self._gone is not None:
+                return
             try:
                 await self._reattach()
             except SourceError as exc:
@@ -384,6 +404,22 @@ class RabbitMqLedger(Ledger):
         await self._conn.connected.wait()
         await self._attach()
         log.info("ledger: reading stream %r again from offset %s", self.stream, self._replay.next)
+
+    def _on_cancel(
+        self, raw: aiormq.abc.AbstractChannel, tag: str, frame: aiormq.spec.Basic.Cancel
+    ) -> None:
+        if frame.consumer_tag != tag or raw is not self._raw:
+            return
+        self._gone = f"the ledger's stream {self.stream!r} was deleted"
+        log.error(
+            "ledger: stream %r was deleted under it: the table cannot be rebuilt from a new "
+            "one; the ledger stops (not ready, writes refused) until the node restarts",
+            self.stream,
+        )
+        # The channel's closing wakes the loop in _run, which then stops.
+        task = asyncio.get_running_loop().create_task(self._close_quietly(raw))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
 
     def _lost(self, raw: aiormq.abc.AbstractChannel) -> None:
         if raw is not self._raw:
@@ -404,7 +440,7 @@ class RabbitMqLedger(Ledger):
             self._tasks.append(task)
             task.add_done_callback(self._forget)
 
-    async def _close_quietly(self, channel: AbstractChannel) -> None:
+    async def _close_quietly(self, channel: AbstractChannel | aiormq.abc.AbstractChannel) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await channel.close()
@@ -425,8 +461,24 @@ class RabbitMqLedger(Ledger):
         if isinstance(offset, int):
             self._take(raw, offset, message.body)
         tag = getattr(message.delivery, "delivery_tag", None)
+        if tag is not None:
+            # One acknowledgement of everything taken per loop iteration, not one per record.
+            self._ack_tag = tag
+            if not self._ack_due:
+                self._ack_due = True
+                asyncio.get_running_loop().call_soon(self._ack, raw)
+
+    def _ack(self, raw: aiormq.abc.AbstractChannel) -> None:
+        self._ack_due = False
+        if raw is not self._raw or raw.is_closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._ack_now(raw, self._ack_tag))
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    async def _ack_now(self, raw: aiormq.abc.AbstractChannel, tag: int) -> None:
         with contextlib.suppress(Exception):
-            await raw.basic_ack(tag or 0)
+            await raw.basic_ack(tag, multiple=True)
 
     def _take(self, raw: aiormq.abc.AbstractChannel, offset: int, body: bytes) -> None:
         if self._held is not None:
