@@ -144,3 +144,25 @@ async def test_a_stream_deleted_under_it_stops_the_ledger(
         assert not running.ready and "deleted under it" in caplog.text
     finally:
         await running.close()
+
+
+async def test_a_cut_during_the_start_replay_resumes_it(state_stream: str) -> None:
+    writer = ledger(state_stream)
+    await writer.start()
+    for batch in range(0, 20_000, 200):
+        await asyncio.gather(*(writer.put("sum", f"n{(batch + i) % 50}", b"1") for i in range(200)))
+    proxy = CutProxy()
+    await proxy.start()
+    late = ledger(state_stream, url=proxy.url)
+    starting = asyncio.create_task(late.start())
+    try:
+        await until(lambda: late.position > 2_000, what="the replay under way")
+        assert not starting.done() and proxy.cut() >= 1
+        await asyncio.wait_for(starting, 30)
+        assert late.ready and late.snapshot() == writer.snapshot()
+        assert sum(int(v) for _, v in late.items("sum")) == 20_000
+    finally:
+        starting.cancel()
+        await late.close()
+        await writer.close()
+        await proxy.stop()

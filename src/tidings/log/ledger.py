@@ -69,7 +69,7 @@ from typing import Any
 import aiormq
 import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aiormq.exceptions import AMQPError, ChannelPreconditionFailed, PublishError
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed, PublishError
 
 from tidings.config import AmqpSettings, LedgerSettings
 from tidings.ledger import Ledger, LedgerError
@@ -211,7 +211,14 @@ class RabbitMqLedger(Ledger):
             self._conn = connection
             if follower is not None:
                 self._tasks.append(follower)
-            await self._attach()
+            try:
+                await self._attach()
+            except SourceError:
+                raise
+            except Exception as exc:
+                raise SourceError(
+                    f"cannot set up the ledger's stream {self.stream!r}: {describe(exc)}"
+                ) from exc
             self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
             await self._first_caught_up
         except BaseException:
@@ -329,11 +336,13 @@ class RabbitMqLedger(Ledger):
     # -- attaching and reading ---------------------------------------------------------
 
     async def _attach(self) -> None:
-        """Opens a channel, declares the stream, consumes from the next offset, marks.
+        """Opens a channel, declares the stream, consumes from the next offset, marks
+        (a mark not confirmed closes the channel again: see _run).
 
         Raises:
             SourceError: the stream exists with other settings, or the user may not use it.
-            AMQPError, ConnectionError, TimeoutError: the broker went away meanwhile.
+            Exception: the broker went away meanwhile (aiormq's errors, a bare Exception
+                for a future failed at a close, TimeoutError).
         """
         assert self._conn is not None
         async with asyncio.timeout(self._timeout):
@@ -356,16 +365,22 @@ class RabbitMqLedger(Ledger):
                     arguments={"x-stream-offset": "first" if offset is None else offset},
                     consumer_tag=tag,
                 )
-            self._seq += 1
-            self._mark = self._seq
-            async with asyncio.timeout(self._timeout):
-                await self._publish(raw, encode(Mark(self._writer, self._seq)))
         except BaseException:
             self._channel = self._raw = None
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._timeout):
                     await channel.close()
             raise
+        self._seq += 1
+        self._mark = self._seq
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._publish(raw, encode(Mark(self._writer, self._seq)))
+        except (LedgerError, TimeoutError) as exc:
+            # Attached, but the mark went with the link (or is late): closing the channel
+            # has the loop of _run attach again, from where the reading got, and mark again.
+            log.debug("ledger: the mark was not confirmed (%s); attaching again", exc)
+            await self._close_quietly(raw)
 
     async def _declare(self, raw: aiormq.abc.AbstractChannel) -> None:
         try:
@@ -379,6 +394,12 @@ class RabbitMqLedger(Ledger):
                 f"{self._max_bytes // 16} and x-initial-cluster-size {replicas} "
                 "(amqp.stream_replicas); set those to the existing values or point "
                 "ledger.stream at another name"
+            ) from None
+        except ChannelAccessRefused as exc:
+            raise SourceError(
+                f"the user in amqp.url may not declare queue {self.stream!r} "
+                f"({describe(exc)}): grant it configure, write and read permissions on "
+                "that name, or point ledger.stream at one it may use"
             ) from None
 
     async def _run(self) -> None:
@@ -395,7 +416,7 @@ class RabbitMqLedger(Ledger):
             except SourceError as exc:
                 log.error("ledger: %s", exc)
                 await asyncio.sleep(self._amqp.reconnect_interval)
-            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            except Exception as exc:  # aiormq fails futures with a bare Exception at a close
                 log.debug("ledger: cannot attach yet (%s)", describe(exc))
                 await asyncio.sleep(self._amqp.reconnect_interval)
 
@@ -498,7 +519,7 @@ class RabbitMqLedger(Ledger):
     async def _check_resume(self, raw: aiormq.abc.AbstractChannel, resume: int) -> None:
         try:
             first = await self._first_offset(raw)
-        except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+        except Exception as exc:  # as in _run: any failure of the link
             log.debug("ledger: cannot read the stream's first offset (%s)", describe(exc))
             return  # the attachment is lost with its channel: resumed again later
         held = self._held
@@ -613,7 +634,7 @@ class RabbitMqLedger(Ledger):
             )
         except PublishError:
             raise LedgerError(f"stream {self.stream!r} is gone (the write was returned)") from None
-        except (AMQPError, ConnectionError, RuntimeError) as exc:
+        except Exception as exc:  # aiormq fails a confirm with a bare Exception at a close
             raise LedgerError(describe(exc)) from exc
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise LedgerError(f"RabbitMQ refused the write ({type(confirm).__name__})")
