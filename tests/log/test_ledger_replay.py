@@ -100,6 +100,26 @@ def test_a_snapshot_missing_its_first_part_is_not_used() -> None:
     assert not replay.live
 
 
+def test_a_snapshot_cut_short_is_not_used_and_the_next_whole_one_is() -> None:
+    # Its writer lost the broker after the first part: the second never came.
+    short = split_snapshot({"lww": {"a": b"1", "b": b"2"}}, 1, b"s" * 16, 5)
+    whole = split_snapshot({"lww": {"a": b"1", "b": b"3"}}, 3, b"t" * 16, 5)
+    stream: list[Record] = [
+        Write(WRITER, 0, "lww", "a", b"1"),
+        Write(WRITER, 1, "lww", "b", b"2"),
+        short[0],
+        Write(WRITER, 2, "lww", "b", b"3"),
+        whole[0],
+        Write(WRITER, 3, "lww", "c", b"4"),
+        whole[1],
+    ]
+    _, replay, _ = _replay(stream[:5], 2)
+    assert not replay.live  # the short snapshot never completes
+    for first in (1, 2):
+        ledger, replay, _ = _replay(stream, first)
+        assert replay.live and ledger.snapshot() == {"lww": {"a": b"1", "b": b"3", "c": b"4"}}
+
+
 def test_records_read_again_are_skipped_and_records_lost_seek_again() -> None:
     ledger, seen = _table(), []
     replay = Replay(ledger, seen.append)
