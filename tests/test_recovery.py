@@ -17,7 +17,14 @@ from tidings.node import Node
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import NotRecovered, Recovered
 from tidings.record import Record
-from tidings.recovery import Failed, Found, Recoverer, Removal
+from tidings.recovery import (
+    PUBLICATIONS_PER_RELEASE,
+    RELEASE_PER_TURN,
+    Failed,
+    Found,
+    Recoverer,
+    Removal,
+)
 from tidings.router import Routed
 
 pytestmark = pytest.mark.asyncio
@@ -86,7 +93,7 @@ def recoverer(
     )
 
 
-def always(_until: int) -> bool:
+def always(_channel: str, _until: int) -> bool:
     return True
 
 
@@ -189,7 +196,7 @@ async def test_the_read_goes_on_until_the_window_covers_where_it_stopped() -> No
     log.SCAN_BATCH = 5
     stops: list[int] = []
 
-    def covers(until: int) -> bool:
+    def covers(_channel: str, until: int) -> bool:
         stops.append(until)
         return len(stops) > 1
 
@@ -223,6 +230,61 @@ async def test_a_recovery_whose_client_left_is_dropped_from_the_read() -> None:
     task.cancel()
     await asyncio.sleep(0.1)
     assert routes.calls < 50 and log.reading == 0
+
+
+async def _ended_per_turn(rec: Recoverer, asks: list[tuple[str, int]]) -> list[int]:
+    """Runs the recoveries together; returns how many ended in each loop turn after the
+    first ended."""
+    ended: list[Found | Failed] = []
+
+    async def one(channel: str, since: int) -> None:
+        ended.append(await rec.recover(channel, since, 100_000, always))
+
+    tasks = [asyncio.ensure_future(one(c, s)) for c, s in asks]
+    counts: list[int] = []
+    seen = 0
+    while len(ended) < len(asks):
+        await asyncio.sleep(0)
+        if ended or counts:
+            counts.append(len(ended) - seen)
+            seen = len(ended)
+    await asyncio.gather(*tasks)
+    assert all(isinstance(f, Found) for f in ended)
+    return counts
+
+
+async def test_a_finished_read_wakes_its_recoveries_a_slice_per_loop_turn() -> None:
+    log = await filled(MemoryLog(), [f"u{n % 500}" for n in range(1000)])
+    rec = recoverer(log)
+    counts = await _ended_per_turn(rec, [(f"u{n}", 0) for n in range(500)])
+    assert rec.scans == 1
+    assert max(counts) <= RELEASE_PER_TURN
+    assert len([c for c in counts if c]) >= 500 // RELEASE_PER_TURN
+
+
+async def test_a_recovery_carrying_many_publications_takes_more_of_a_turn() -> None:
+    heavy = 3 * PUBLICATIONS_PER_RELEASE
+    log = await filled(MemoryLog(), ["big"] * heavy + [f"u{n}" for n in range(50)])
+    rec = recoverer(log)
+    asks = [("big", 0)] * 30 + [(f"u{n}", 0) for n in range(50)]
+    counts = await _ended_per_turn(rec, asks)
+    # Each "big" counts as 4 recoveries woken: 80 recoveries do not fit in one turn.
+    assert len(asks) <= RELEASE_PER_TURN
+    assert len([c for c in counts if c]) >= 2 and max(counts) < len(asks)
+    assert sum(counts) == len(asks)
+
+
+async def test_each_recovery_times_out_at_its_own_deadline_from_one_timer() -> None:
+    log = await filled(SlowLog(0.05), ["a"] * 100)
+    log.SCAN_BATCH = 5
+    rec = recoverer(log, bounds=RecoverySettings(max_seconds=0.15))
+    first = asyncio.ensure_future(rec.recover("a", 0, 1000, always))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(rec.recover("a", 50, 1000, always))
+    assert await first == Failed("timeout")
+    assert not second.done()  # its own deadline, 50 ms later
+    assert await second == Failed("timeout")
+    assert offsets(await recoverer(log).recover("a", 95, 1000, always)) == [96, 97, 98, 99, 100]
 
 
 # ---------------------------------------------------------------------- the node's hand-over

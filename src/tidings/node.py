@@ -8,6 +8,7 @@ when publishing through the server API.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -267,6 +268,12 @@ class Node:
             # what this node will see, so channels are complete from there.
             self.head = self.log.position
             self.history.floor = self.head
+        # The warmed history is long-lived: out of the collector's full passes, which a
+        # burst of allocations (10,000 recoveries or connections at once) otherwise runs
+        # over all of it, ~150 ms each at a million events (benchmarks/results/recovery.md).
+        # Frozen objects are still freed by reference counting when a window drops them.
+        gc.collect()
+        gc.freeze()
         self.timers.schedule(self, self.monotonic() + HISTORY_SWEEP_INTERVAL)
         self.metrics.ready.set(1)
         log.info("node %s ready at position %d, epoch %s", self.name, self.head, self.log.epoch)
@@ -782,6 +789,11 @@ class Node:
         subscribe in the same step (no await between) with the window's recovery from
         there and nothing falls between the read and live delivery.
         """
+        if len(channels) == 1:
+            # The common case (a client's subscribe) in the recovery's own step: no task
+            # of its own, and the check below is the one the recoverer made in this step.
+            channel = channels[0]
+            return {channel: await self._recover_one(channel, position.offset)}
         found: dict[str, Recovered | NotRecovered] = {}
         since = dict.fromkeys(channels, position.offset)
         while since:
@@ -803,12 +815,11 @@ class Node:
         return found
 
     async def _recover_one(self, channel: str, since: int) -> Recovered | NotRecovered:
-        """Reads ``channel``'s publications after ``since`` from the log (tidings.recovery)."""
+        """Reads ``channel``'s publications after ``since`` from the log (tidings.recovery);
+        a Recovered's position is covered by the window in the step this returns in."""
         options = self._options_for_name(channel)
         limit = options.recovery_max_publications if options is not None else 0
-        outcome = await self.recoverer.recover(
-            channel, since, limit, lambda until: self._covers(channel, until)
-        )
+        outcome = await self.recoverer.recover(channel, since, limit, self._covers)
         if isinstance(outcome, Failed):
             self.metrics.recoveries.labels("stream_failed").inc()
             log.info(

@@ -17,7 +17,16 @@ back). A recovery does not read the log by itself: it waits for the next *pass*,
 takes every recovery waiting at its start and reads once from the smallest position of
 them, routing each record once and handing each publication to every recovery that wants
 it. At most ``recovery.max_scans`` passes read at once; recoveries that come during them
-wait for the next one. A pass awaits between its batches, so live delivery goes on.
+wait for the next one.
+
+*Turns.* Live delivery shares the event loop with the passes, so no step of a recovery
+holds it long: a pass awaits between its batches, and when it ends it wakes its
+recoveries a slice at a time (:data:`RELEASE_PER_TURN`, a recovery counted once more for
+each :data:`PUBLICATIONS_PER_RELEASE` publications it carries), letting the loop run between
+two slices, since each woken recovery goes on to build and write its client's reply. A
+waiting recovery costs a few objects and no timer of its own (one timer serves them all, in
+the order of their deadlines): 10,000 of them at once must not make the collector walk the
+heap over and over.
 
 *Bounds.* A recovery gives up, and the client is told ``recovered: false`` with nothing
 replayed, when its position is more than ``recovery.max_records`` behind the head, when its
@@ -33,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,9 +52,24 @@ from tidings.publication import Publication
 from tidings.record import Record
 from tidings.router import Routed
 
-__all__ = ["Failed", "Found", "Recoverer", "Removal", "Route"]
+__all__ = [
+    "PUBLICATIONS_PER_RELEASE",
+    "RELEASE_PER_TURN",
+    "Covers",
+    "Failed",
+    "Found",
+    "Recoverer",
+    "Removal",
+    "Route",
+]
 
 log = logging.getLogger(__name__)
+
+#: Recoveries a finished pass wakes per loop turn.
+RELEASE_PER_TURN = 100
+#: Publications that count as one more recovery woken (a reply of 10,000 is ~1 MB to build
+#: and write).
+PUBLICATIONS_PER_RELEASE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +83,10 @@ class Removal:
 #: What the node makes of a record for a recovery: where it goes, a removal, or nothing
 #: (a command, an event no rule routes).
 Route = Callable[[Record], Routed | Removal | None]
+
+#: ``covers(channel, until)``: whether the channel's history window holds everything after
+#: position ``until`` (the hand-over check).
+Covers = Callable[[str, int], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +114,20 @@ class Failed:
 class _Request:
     """One recovery waiting for, or in, a pass."""
 
-    __slots__ = ("channel", "done", "found", "limit", "since")
+    __slots__ = ("channel", "deadline", "done", "found", "limit", "over", "since")
 
-    def __init__(self, channel: str, since: int, limit: int, done: asyncio.Future[int]) -> None:
+    def __init__(
+        self, channel: str, since: int, limit: int, deadline: float, done: asyncio.Future[int]
+    ) -> None:
         self.channel = channel
         self.since = since
         self.limit = limit
+        self.deadline = deadline
         self.found: list[Publication] = []
         #: The position the pass read up to; a Failed reason as the exception's text.
         self.done = done
+        #: The recovery returned (or its caller left): nothing waits for it any more.
+        self.over = False
 
 
 class _GaveUp(Exception):
@@ -130,20 +164,22 @@ class Recoverer:
         self._monotonic = monotonic
         self._waiting: list[_Request] = []
         self._passes: set[asyncio.Task[None]] = set()
+        # Every recovery under way, oldest first: with one ``max_seconds`` for all, the
+        # order of their deadlines too, so one timer (for the first) times them all out.
+        self._timed: deque[_Request] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         #: Passes started and records read, for metrics and benchmarks.
         self.scans = 0
         self.records = 0
 
-    async def recover(
-        self, channel: str, since: int, limit: int, covers: Callable[[int], bool]
-    ) -> Found | Failed:
+    async def recover(self, channel: str, since: int, limit: int, covers: Covers) -> Found | Failed:
         """Reads ``channel``'s publications after position ``since`` until a position
         that ``covers`` accepts.
 
-        ``covers(until)`` tells whether the channel's history window holds everything
-        after ``until``; it is called right before this returns a :class:`Found`, in the
-        same step, so a caller that subscribes in the step it resumes in hands over to
-        the window with no gap.
+        ``covers(channel, until)`` tells whether the channel's history window holds
+        everything after ``until``; it is called right before this returns a
+        :class:`Found`, in the same step, so a caller that subscribes in the step it
+        resumes in hands over to the window with no gap.
 
         Args:
             channel: the channel.
@@ -159,31 +195,49 @@ class Recoverer:
         epoch = self._epoch()
         loop = asyncio.get_running_loop()
         deadline = self._monotonic() + self._settings.max_seconds
-        request = _Request(channel, since, limit, loop.create_future())
-        while True:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._monotonic())):
-                    until = await self._read(request)
-            except TimeoutError:
-                return Failed("timeout")
-            except _GaveUp as gave_up:
-                return Failed(str(gave_up.args[0]))
-            finally:
-                if request in self._waiting:
-                    self._waiting.remove(request)
-            if self._epoch() != epoch:
-                return Failed("epoch")
-            if covers(until):
-                return Found(tuple(request.found), until)
-            # The window moved past ``until`` while this task waited to run: read on.
-            request.since = until
-            request.done = loop.create_future()
+        request = _Request(channel, since, limit, deadline, loop.create_future())
+        self._time(request)
+        try:
+            while True:
+                self._waiting.append(request)
+                self._start_passes()
+                try:
+                    until = await request.done
+                except _GaveUp as gave_up:
+                    return Failed(str(gave_up.args[0]))
+                if self._epoch() != epoch:
+                    return Failed("epoch")
+                if covers(channel, until):
+                    return Found(tuple(request.found), until)
+                # The window moved past ``until`` while this task waited to run: read on.
+                request.since = until
+                request.done = loop.create_future()
+        finally:
+            request.over = True
 
-    async def _read(self, request: _Request) -> int:
-        """Waits for a pass to read ``request``'s range; returns where it stopped."""
-        self._waiting.append(request)
-        self._start_passes()
-        return await request.done
+    def _time(self, request: _Request) -> None:
+        self._timed.append(request)
+        if self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Sets the timer for the first recovery still under way, if any."""
+        timed = self._timed
+        while timed and timed[0].over:
+            timed.popleft()
+        if timed:
+            delay = max(0.0, timed[0].deadline - self._monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+        else:
+            self._timer = None
+
+    def _expire(self) -> None:
+        """Gives up the recoveries past their deadline (``timeout``)."""
+        now = self._monotonic()
+        timed = self._timed
+        while timed and (timed[0].over or timed[0].deadline <= now):
+            _give_up(timed.popleft(), "timeout")
+        self._arm()
 
     def _start_passes(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,9 +280,7 @@ class Recoverer:
                 for request in live:
                     _give_up(request, "error")
                 return
-            for request in live:
-                if not request.done.done():
-                    request.done.set_result(until)
+            await _release(live, until)
             return
 
     async def _scan(self, requests: list[_Request], until: int) -> None:
@@ -267,6 +319,22 @@ class Recoverer:
                 # A log with batches ready hands the next without waiting: live delivery
                 # gets its turn between two batches all the same.
                 await asyncio.sleep(0)
+
+
+async def _release(requests: list[_Request], until: int) -> None:
+    """Wakes the recoveries a pass read for, a slice per loop turn: each goes on to answer
+    its client, and live delivery runs between two slices."""
+    budget = RELEASE_PER_TURN
+    for request in requests:
+        if request.done.done():
+            continue
+        if budget <= 0:
+            await asyncio.sleep(0)
+            budget = RELEASE_PER_TURN
+            if request.done.done():  # timed out or left meanwhile
+                continue
+        request.done.set_result(until)
+        budget -= 1 + len(request.found) // PUBLICATIONS_PER_RELEASE
 
 
 def _give_up(request: _Request, reason: str) -> None:
