@@ -47,6 +47,7 @@ from tidings.presence import Change, Presence
 from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (
+    ConnectRecoverCall,
     NodeRpcCall,
     NotRecovered,
     Operation,
@@ -56,6 +57,7 @@ from tidings.protocol.operations import (
     Published,
     RecoverCall,
     Recovered,
+    RecoveredChannels,
 )
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
@@ -789,13 +791,17 @@ class Node:
         subscribe in the same step (no await between) with the window's recovery from
         there and nothing falls between the read and live delivery.
         """
-        if len(channels) == 1:
+        return await self.recover_since(dict.fromkeys(channels, position.offset))
+
+    async def recover_since(self, since: Mapping[str, int]) -> dict[str, Recovered | NotRecovered]:
+        """:meth:`recover_from_log` with a position per channel (channel -> the last offset
+        the client saw, in the log's current epoch)."""
+        if len(since) == 1:
             # The common case (a client's subscribe) in the recovery's own step: no task
             # of its own, and the check below is the one the recoverer made in this step.
-            channel = channels[0]
-            return {channel: await self._recover_one(channel, position.offset)}
+            [(channel, offset)] = since.items()
+            return {channel: await self._recover_one(channel, offset)}
         found: dict[str, Recovered | NotRecovered] = {}
-        since = dict.fromkeys(channels, position.offset)
         while since:
             outcomes = await asyncio.gather(
                 *(self._recover_one(channel, offset) for channel, offset in since.items())
@@ -889,6 +895,8 @@ class Node:
             request = operation.request
             found = await self.recover_from_log([request.channel], request.position)
             return found[request.channel]
+        if isinstance(operation, ConnectRecoverCall):
+            return RecoveredChannels(await self.recover_since(operation.since))
         if isinstance(operation, NodeRpcCall):
             if operation.method in receipts.METHODS:
                 return await self.receipts.answer(

@@ -7,17 +7,18 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fakes import T0, WALL, Client, FakeHost, settings
+from tests.fakes import T0, WALL, Client, FakeHost, settings, token
 from tidings.codes import DisconnectCode, ErrorCode
 from tidings.config import ChannelOptions, NamespaceSettings
 from tidings.protocol.calls import MAX_OPERATIONS_IN_FLIGHT
-from tidings.protocol.messages import RecoverPosition
+from tidings.protocol.messages import ConnectRequest, RecoverPosition
 from tidings.protocol.operations import (
     INTERNAL,
     Answered,
     Approved,
     ConnectCall,
     Connected,
+    ConnectRecoverCall,
     Disconnected,
     NodeRpcCall,
     NotRecovered,
@@ -28,6 +29,7 @@ from tidings.protocol.operations import (
     Published,
     RecoverCall,
     Recovered,
+    RecoveredChannels,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -383,9 +385,7 @@ class TestRpcProxy:
         ],
         ids=["nul", "escape", "too-long"],
     )
-    def test_a_bad_method_name_is_107_and_never_forwarded(
-        self, method: str, problem: str
-    ) -> None:
+    def test_a_bad_method_name_is_107_and_never_forwarded(self, method: str, problem: str) -> None:
         client = self.connected()
         [reply] = client.send({"id": 5, "rpc": {"method": method}})
         assert reply == {"id": 5, "error": {"code": 107, "message": problem}}
@@ -614,6 +614,86 @@ class TestRecoverFromLog:
         command = {"channel": "news", "recover": True, "offset": 11, "epoch": "ep1"}
         [reply] = client.send({"id": 2, "subscribe": command})
         assert [p["offset"] for p in reply["subscribe"]["publications"]] == [12, 13, 14]
+        assert client.session.take_operations() == []
+
+
+class TestConnectRecoverFromLog:
+    """Server-side subscriptions (the token's ``channels``) whose positions in the connect
+    request's ``subs`` the windows no longer reach: the log is read before the reply."""
+
+    def host(self) -> FakeHost:
+        host = FakeHost(settings(channels=ChannelOptions(recovery_max_publications=10_000)))
+        host.log_recovers = {"news"}
+        for offset in range(10, 15):  # the window holds 10..14, complete from 9
+            host.hub.publish(pub("news", offset), size=100, ttl=300, now=WALL)
+        host.history.window("news").complete_since = 9  # type: ignore[union-attr]
+        host.head = 14
+        return host
+
+    def request(self) -> dict[str, Any]:
+        subs = {
+            "news": {"recover": True, "offset": 3, "epoch": "ep1"},
+            "chat": {"recover": True, "offset": 14, "epoch": "ep1"},
+        }
+        return {"token": token(channels=["news", "chat"]), "subs": subs}
+
+    def test_the_reply_waits_for_the_read_and_joins_it_to_the_window(self) -> None:
+        host = self.host()
+        client = Client(host)
+        later = {"id": 2, "presence_stats": {"channel": "x"}}
+        assert client.send({"id": 1, "connect": self.request()}, later) == []
+        call = only(client)
+        assert isinstance(call, ConnectRecoverCall)
+        assert call.since == {"news": 3} and call.command_id == 1
+        assert client.session.channels == set()
+        read = tuple(pub("news", offset) for offset in (4, 6, 9))
+        replies = complete(client, call, RecoveredChannels({"news": Recovered(read, 9)}))
+        assert [r["id"] for r in replies] == [1, 2]  # the waiting command after it
+        subs = replies[0]["connect"]["subs"]
+        assert subs["news"]["recovered"] is True
+        offsets = [p["offset"] for p in subs["news"]["publications"]]
+        assert offsets == [4, 6, 9, 10, 11, 12, 13, 14]
+        assert subs["chat"]["recovered"] is True and "publications" not in subs["chat"]
+        assert ("news", RecoverPosition(9, "ep1")) in [c[1:] for c in host.subscribe_calls]
+        assert client.session.server_channels == {"news", "chat"}
+
+    def test_a_failed_read_is_not_recovered_with_nothing_replayed(self) -> None:
+        client = Client(self.host())
+        client.send({"id": 1, "connect": self.request()})
+        call = only(client)
+        [reply] = complete(client, call, RecoveredChannels({"news": NotRecovered("gone")}))
+        news = reply["connect"]["subs"]["news"]
+        assert news["was_recovering"] is True
+        assert "recovered" not in news and "publications" not in news
+
+    def test_a_push_only_connection_gets_its_connect_push_after_the_read(self) -> None:
+        client = Client(self.host(), bidirectional=False)
+        body = self.request()
+        request = ConnectRequest(
+            token=body["token"],
+            subs={
+                "news": RecoverPosition(3, "ep1"),
+                "chat": RecoverPosition(14, "ep1"),
+            },
+        )
+        client.session.connect_unidirectional(request, T0)
+        assert client.session.take_output() == []
+        call = only(client)
+        assert isinstance(call, ConnectRecoverCall)
+        read = (pub("news", 5),)
+        [push] = complete(client, call, RecoveredChannels({"news": Recovered(read, 9)}))
+        offsets = [p["offset"] for p in push["connect"]["subs"]["news"]["publications"]]
+        assert offsets == [5, 10, 11, 12, 13, 14]
+
+    def test_positions_the_windows_reach_need_no_read(self) -> None:
+        host = self.host()
+        host.log_recovers = set()
+        client = Client(host)
+        request = self.request()
+        request["subs"]["news"]["offset"] = 11
+        [reply] = client.send({"id": 1, "connect": request})
+        offsets = [p["offset"] for p in reply["connect"]["subs"]["news"]["publications"]]
+        assert offsets == [12, 13, 14]
         assert client.session.take_operations() == []
 
 

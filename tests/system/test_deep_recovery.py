@@ -3,10 +3,12 @@ window of 100, clients that come back 5,000 events of their channel later, among
 times as many of other users'.
 
 One round serves every case, to keep the suite short: the clients (the real ``centrifuge``
-SDK in Node over WebSocket, and SSE clients with ``Last-Event-ID``) see one live event and
-go away; 5,000 rounds are published straight into the exchange, each with one event of
-every client's channel and five of other users, so that each channel has ten foreign
-events to one of its own (55,000 records in all); then every client comes back,
+SDK in Node over WebSocket, SSE clients with ``Last-Event-ID``, and server-side
+subscriptions of a token's ``channels`` recovered through the connect request's ``subs``, on
+``uni_websocket`` and on the bidirectional WebSocket) see one live event and go away;
+5,000 rounds are published straight into the exchange, each with one event of every
+client's channel and enough of other users' that each channel has ten foreign events to
+one of its own (55,000 records in all); then every client comes back,
 to the node it left or to the other one. Within the bounds each gets all 5,000 once, in
 order, ``recovered: true``; on a channel whose namespace caps recoveries at 4,000 it gets
 ``recovered: false`` (a ``gap`` event on SSE) and nothing of what it missed. A live event
@@ -76,6 +78,10 @@ CASES: dict[str, tuple[str, str, bool, bool]] = {
     "sse": ("sse", "user#dave", False, True),
     "sse_other_node": ("sse", "user#erin", True, True),
     "sse_capped": ("sse", "capped:inbox#grace", True, False),
+    "uni": ("uni", "user#heidi", False, True),
+    "uni_other_node": ("uni", "user#ivan", True, True),
+    "uni_capped": ("uni", "capped:inbox#mallory", False, False),
+    "server_subs": ("server_subs", "user#judy", True, True),
 }
 
 if NODE_JS is None or not (CONFORMANCE / "node_modules" / "centrifuge").is_dir():
@@ -233,6 +239,68 @@ class SseReader:
         return outcome
 
 
+class ServerSubsClient:
+    """A server-side subscription (the token's ``channels``) over ``uni_websocket`` or the
+    bidirectional WebSocket, coming back with its position in the connect's ``subs``."""
+
+    def __init__(self, channel: str, first: Node, back: Node, *, uni: bool) -> None:
+        self.channel = channel
+        self.first = first
+        self.again = back
+        self.uni = uni
+        self.token = mint_token(SECRET, user_of(channel), ttl=3600, channels=[channel])
+        self.position: dict[str, Any] = {}
+
+    def _url(self, node: Node) -> str:
+        return node.ws_url.replace("/websocket", "/uni_websocket") if self.uni else node.ws_url
+
+    async def _connect(
+        self, http: aiohttp.ClientSession, node: Node, subs: dict[str, Any]
+    ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+        ws = await http.ws_connect(self._url(node), max_msg_size=0)
+        request = {"token": self.token, "subs": subs}
+        await ws.send_str(json.dumps(request if self.uni else {"id": 1, "connect": request}))
+        reply = await self._message(ws, 60)
+        return ws, reply["connect"]
+
+    async def _message(self, ws: aiohttp.ClientWebSocketResponse, timeout: float) -> Any:
+        while True:
+            frame = await ws.receive_str(timeout=timeout * TIME_SCALE)
+            for line in frame.splitlines():
+                message = json.loads(line)
+                if message:  # {} is a ping
+                    return message
+
+    async def _pub(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+        message = await self._message(ws, 20)
+        push = message if self.uni else message["push"]
+        assert push["channel"] == self.channel, message
+        pub: dict[str, Any] = push["pub"]
+        return pub
+
+    async def away(self, http: aiohttp.ClientSession) -> None:
+        ws, connect = await self._connect(http, self.first, {})
+        epoch = connect["subs"][self.channel]["epoch"]
+        first = {"channel": self.channel, "data": {"seq": 0}}
+        await asyncio.to_thread(api, self.first.url, "publish", first)
+        pub = await self._pub(ws)
+        assert pub["data"] == {"seq": 0}
+        self.position = {"recover": True, "offset": pub["offset"], "epoch": epoch}
+        await ws.close()
+
+    async def back(self, http: aiohttp.ClientSession) -> Outcome:
+        ws, connect = await self._connect(http, self.again, {self.channel: self.position})
+        result = connect["subs"][self.channel]
+        outcome = Outcome(recovered=result.get("recovered", False))
+        outcome.seqs = [p["data"]["seq"] for p in result.get("publications", [])]
+        outcome.replayed = len(outcome.seqs)
+        live = {"channel": self.channel, "data": {"seq": "live"}}
+        await asyncio.to_thread(api, self.again.url, "publish", live)
+        outcome.seqs.append((await self._pub(ws))["data"]["seq"])
+        await ws.close()
+        return outcome
+
+
 async def play_round(tmp: Path, exchange: str, one: Node, two: Node) -> dict[str, Outcome]:
     sdk = {
         name: SdkClient(tmp, name, channel, two if other else one, one)
@@ -244,9 +312,16 @@ async def play_round(tmp: Path, exchange: str, one: Node, two: Node) -> dict[str
         for name, (kind, channel, other, _) in CASES.items()
         if kind == "sse"
     }
+    pushed = {
+        name: ServerSubsClient(channel, one, two if other else one, uni=kind == "uni")
+        for name, (kind, channel, other, _) in CASES.items()
+        if kind in ("uni", "server_subs")
+    }
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(
-            *(c.away() for c in sdk.values()), *(c.away(http) for c in sse.values())
+            *(c.away() for c in sdk.values()),
+            *(c.away(http) for c in sse.values()),
+            *(c.away(http) for c in pushed.values()),
         )
         channels = [channel for _, channel, _, _ in CASES.values()]
         started = time.monotonic()
@@ -259,9 +334,11 @@ async def play_round(tmp: Path, exchange: str, one: Node, two: Node) -> dict[str
                     await asyncio.sleep(0.1)
         print(f"published and read in {time.monotonic() - started:.1f} s")
         outcomes = await asyncio.gather(
-            *(c.back() for c in sdk.values()), *(c.back(http) for c in sse.values())
+            *(c.back() for c in sdk.values()),
+            *(c.back(http) for c in sse.values()),
+            *(c.back(http) for c in pushed.values()),
         )
-    return dict(zip([*sdk, *sse], outcomes, strict=True))
+    return dict(zip([*sdk, *sse, *pushed], outcomes, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -292,9 +369,7 @@ def test_the_sdk_past_the_bound_is_not_recovered_and_gets_nothing_missed(
 
 
 @pytest.mark.parametrize("name", ["sse", "sse_other_node"])
-def test_sse_gets_every_missed_event_once_in_order(
-    outcomes: dict[str, Outcome], name: str
-) -> None:
+def test_sse_gets_every_missed_event_once_in_order(outcomes: dict[str, Outcome], name: str) -> None:
     outcome = outcomes[name]
     assert outcome.recovered is True and not outcome.gap
     assert outcome.seqs == [*range(1, MISSED + 1), "live"]
@@ -303,4 +378,21 @@ def test_sse_gets_every_missed_event_once_in_order(
 def test_sse_past_the_bound_gets_a_gap_and_nothing_missed(outcomes: dict[str, Outcome]) -> None:
     outcome = outcomes["sse_capped"]
     assert outcome.recovered is False and outcome.gap
+    assert outcome.seqs == ["live"]
+
+
+@pytest.mark.parametrize("name", ["uni", "uni_other_node", "server_subs"])
+def test_server_side_subscriptions_get_every_missed_event_once_in_order(
+    outcomes: dict[str, Outcome], name: str
+) -> None:
+    outcome = outcomes[name]
+    assert outcome.recovered is True
+    assert outcome.seqs == [*range(1, MISSED + 1), "live"]
+
+
+def test_a_server_side_subscription_past_the_bound_is_not_recovered(
+    outcomes: dict[str, Outcome],
+) -> None:
+    outcome = outcomes["uni_capped"]
+    assert outcome.recovered is False
     assert outcome.seqs == ["live"]

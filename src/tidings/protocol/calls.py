@@ -19,6 +19,7 @@ from tidings.protocol.operations import (
     Answered,
     Approved,
     ConnectCall,
+    ConnectRecoverCall,
     NodeRpcCall,
     Operation,
     Outcome,
@@ -51,6 +52,8 @@ def finish(session: SessionCore, operation: Operation, outcome: Outcome, now: fl
     """Produces the reply (or close) of an operation the host performed."""
     if isinstance(operation, ConnectCall):
         connect.connected(session, operation, outcome, now)
+    elif isinstance(operation, ConnectRecoverCall):
+        connect.recovered(session, operation, outcome, now)
     elif isinstance(operation, SubscribeCall):
         subscribing.subscribed(session, operation, outcome, now)
     elif isinstance(operation, RecoverCall):

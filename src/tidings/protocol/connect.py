@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tidings import __version__
@@ -24,8 +25,12 @@ from tidings.protocol.messages import Command, ConnectRequest, RefreshRequest
 from tidings.protocol.operations import (
     ConnectCall,
     Connected,
+    ConnectRecoverCall,
     Disconnected,
+    NotRecovered,
     Outcome,
+    Recovered,
+    RecoveredChannels,
     RefreshCall,
     Refreshed,
     Rejected,
@@ -76,7 +81,7 @@ def connect(
         log.info("connection refused: no token")
         session._disconnect(DisconnectCode.INVALID_TOKEN)
         return None
-    return accept(session, claims, request, now)
+    return accept(session, claims, request, now, command_id=command.id if command else 0)
 
 
 def accept(
@@ -84,10 +89,14 @@ def accept(
     claims: ConnectionClaims,
     request: ConnectRequest,
     now: float,
-    sub_data: dict[str, bytes] | None = None,
+    sub_data: Mapping[str, bytes] | None = None,
+    data: bytes | None = None,
+    command_id: int = 0,
 ) -> dict[str, Any] | None:
     """Admits an authenticated connection and makes its server-side subscriptions;
-    returns the connect result, or None after closing (limits)."""
+    returns the connect result, or None after closing (limits) or when the subscriptions
+    first read what they missed from the log (a :class:`ConnectRecoverCall`, whose
+    completion sends the reply)."""
     session.user = claims.user
     session.info = claims.info
     session._expires_at = claims.expires_at
@@ -98,18 +107,77 @@ def accept(
         session._disconnect(refused, _ADMIT_REASONS.get(refused, ""))
         return None
     session._established(now)
+    since = _log_reads(session, claims, request)
+    if since:
+        session._start(
+            ConnectRecoverCall(
+                session._ticket(),
+                session.client_id,
+                session.user,
+                session._meta,
+                claims.channels,
+                request,
+                since,
+                sub_data,
+                data,
+                command_id,
+            )
+        )
+        return None
+    return _joined(session, claims.channels, request, now, sub_data, data, {})
+
+
+def _log_reads(
+    session: SessionCore, claims: ConnectionClaims, request: ConnectRequest
+) -> dict[str, int]:
+    """The server-side channels whose positions in ``subs`` the windows no longer reach
+    and the log can give: channel -> offset."""
+    since: dict[str, int] = {}
+    for channel in dict.fromkeys(claims.channels):
+        position = request.subs.get(channel)
+        if position is not None and session._host.recovers_from_log(channel, position):
+            since[channel] = position.offset
+    return since
+
+
+def recovered(session: SessionCore, call: ConnectRecoverCall, outcome: Outcome, now: float) -> None:
+    """The log was read for the connection's server-side subscriptions: they are made now,
+    recovered or not, and the connect reply sent."""
+    found = outcome.found if isinstance(outcome, RecoveredChannels) else {}
+    result = _joined(session, call.channels, call.request, now, call.sub_data, call.data, found)
+    if result is not None:
+        _send(session, call.command_id, result)
+
+
+def _joined(
+    session: SessionCore,
+    channels: Sequence[str],
+    request: ConnectRequest,
+    now: float,
+    sub_data: Mapping[str, bytes] | None,
+    data: bytes | None,
+    found: Mapping[str, Recovered | NotRecovered],
+) -> dict[str, Any] | None:
+    """Makes the server-side subscriptions (those in ``found`` from where the log's read
+    stopped) and returns the connect result; None after closing (limits)."""
     settings = session._settings
     subs: dict[str, Any] = {}
     server_channels = []
-    for channel in claims.channels:
+    for channel in channels:
         name = parse_channel(channel)
         if name is None or session._host.channel_options(name) is None:
             log.warning("token of user %r names unknown channel %r", session.user, channel)
             continue
+        if channel in session.channels:
+            continue  # named twice
         if len(session.channels) >= settings.max_subscriptions:
             session._disconnect(DisconnectCode.CHANNEL_LIMIT, "client.max_subscriptions reached")
             return None
-        outcome = session._host.subscribe(session._subscriber, channel, request.subs.get(channel))
+        read = found.get(channel)
+        position = request.subs.get(channel)
+        outcome = subscribing.subscribe_after(
+            session, channel, position, read if isinstance(read, Recovered) else None
+        )
         session.channels.add(channel)
         subscribing.track(session, channel, subscribing.forced_join_leave(session, name))
         server_channels.append(channel)
@@ -134,7 +202,18 @@ def accept(
         # token to send.
         result["expires"] = True
         result["ttl"] = session._ttl(session._expires_at, now)
+    if data is not None:
+        result["data"] = raw(data)
     return result
+
+
+def _send(session: SessionCore, command_id: int, result: dict[str, Any]) -> None:
+    """The connect reply of a connection accepted after an operation."""
+    if session._bidirectional:
+        if command_id:
+            session._output.append(codec.encode_reply(command_id, "connect", result))
+    else:
+        session._output.append(codec.encode({"connect": result}))
 
 
 def connected(session: SessionCore, call: ConnectCall, outcome: Outcome, now: float) -> None:
@@ -157,16 +236,10 @@ def connected(session: SessionCore, call: ConnectCall, outcome: Outcome, now: fl
     session._server_refresh = True
     session._meta = outcome.meta
     claims = ConnectionClaims(outcome.user, outcome.expire_at, outcome.channels, outcome.info)
-    result = accept(session, claims, call.request, now, dict(outcome.sub_data))
-    if result is None:
-        return
-    if outcome.data is not None:
-        result["data"] = raw(outcome.data)
-    if session._bidirectional:
-        if call.command_id:
-            session._output.append(codec.encode_reply(call.command_id, "connect", result))
-    else:
-        session._output.append(codec.encode({"connect": result}))
+    sub_data = dict(outcome.sub_data)
+    result = accept(session, claims, call.request, now, sub_data, outcome.data, call.command_id)
+    if result is not None:
+        _send(session, call.command_id, result)
 
 
 def expire(session: SessionCore, wall: float) -> bool:

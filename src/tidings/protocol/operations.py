@@ -6,7 +6,9 @@ application's backend (the proxies) over the network, or from the log (a client'
 queues an :data:`Operation` (``Session.take_operations``), the host performs it and gives
 back an :data:`Outcome` (``Session.complete``), and only then does the session produce the
 reply. A subscription whose recovery needs the log itself (its position is older than the
-channel's history window) leaves as a :class:`RecoverCall` too. An operation that
+channel's history window) leaves as a :class:`RecoverCall` too, and the server-side
+subscriptions of a connect (the token's ``channels``, with positions in the request's
+``subs``) that need it as one :class:`ConnectRecoverCall`. An operation that
 :attr:`holds` the session (connect, subscribe, recover) makes the commands
 after it wait until it completes, so they see its effect, as if it had been answered at
 once; the others (rpc, refresh, publish) let later commands pass, their replies matched by id.
@@ -29,6 +31,7 @@ __all__ = [
     "Answered",
     "Approved",
     "ConnectCall",
+    "ConnectRecoverCall",
     "Connected",
     "Disconnected",
     "NodeRpcCall",
@@ -41,6 +44,7 @@ __all__ = [
     "Published",
     "RecoverCall",
     "Recovered",
+    "RecoveredChannels",
     "RefreshCall",
     "Refreshed",
     "Rejected",
@@ -190,8 +194,28 @@ class RecoverCall(_Call):
     holds = True
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectRecoverCall(_Call):
+    """Read from the log what an admitted connection missed on server-side subscriptions
+    whose windows no longer reach the positions its connect request gave (``since``:
+    channel -> last offset seen, in the log's current epoch). They are made, and the connect
+    reply sent, when the call completes, with what it carries here."""
+
+    #: The server-side channels (the token's or the connect proxy's), in order.
+    channels: tuple[str, ...]
+    request: ConnectRequest
+    since: Mapping[str, int]
+    #: The connect proxy's ``sub_data`` (channel -> compact JSON) and ``data``, if any.
+    sub_data: Mapping[str, bytes] | None = None
+    data: bytes | None = None
+    command_id: int = 0
+
+    holds = True
+
+
 Operation = (
     ConnectCall
+    | ConnectRecoverCall
     | RefreshCall
     | SubscribeCall
     | RpcCall
@@ -296,6 +320,13 @@ class NotRecovered:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveredChannels:
+    """What the log gave of each channel of a :class:`ConnectRecoverCall`."""
+
+    found: Mapping[str, Recovered | NotRecovered]
+
+
 Outcome = (
     Rejected
     | Disconnected
@@ -307,4 +338,5 @@ Outcome = (
     | Approved
     | Recovered
     | NotRecovered
+    | RecoveredChannels
 )

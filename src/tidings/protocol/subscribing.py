@@ -250,9 +250,7 @@ def enter(
             read stopped, and the two together are the recovery.
     """
     position: RecoverPosition | None = request.position if request.recover else None
-    if read is not None:
-        position = RecoverPosition(read.position, request.position.epoch)
-    outcome = session._host.subscribe(session._subscriber, request.channel, position)
+    outcome = subscribe_after(session, request.channel, position, read)
     session.channels.add(request.channel)
     if chan_info is not None:
         if session.chan_info is None:
@@ -260,14 +258,32 @@ def enter(
         session.chan_info[request.channel] = chan_info
     name = parse_channel(request.channel)
     options = session._host.channel_options(name) if name is not None else None
-    if read is not None and outcome.recovery is not None:
-        limit = options.recovery_max_publications if options is not None else 0
-        recovery = outcome.recovery.after_log(read.publications, limit)
-        outcome = dataclasses.replace(outcome, recovery=recovery)
     if name is not None and options is not None:
         push_join_leave = wants_join_leave(session, name, options, request.join_leave)
         track(session, request.channel, push_join_leave)
     return subscribe_result(outcome)
+
+
+def subscribe_after(
+    session: SessionCore,
+    channel: str,
+    position: RecoverPosition | None,
+    read: Recovered | None,
+) -> SubscribeOutcome:
+    """Adds the host's subscription, recovering from ``position``; after a ``read`` from
+    the log, the window recovers from where the read stopped and the two together are the
+    recovery (call it in the step the read completed in)."""
+    if read is None or position is None:
+        return session._host.subscribe(session._subscriber, channel, position)
+    since = RecoverPosition(read.position, position.epoch)
+    outcome = session._host.subscribe(session._subscriber, channel, since)
+    if outcome.recovery is None:
+        return outcome
+    name = parse_channel(channel)
+    options = session._host.channel_options(name) if name is not None else None
+    limit = options.recovery_max_publications if options is not None else 0
+    recovery = outcome.recovery.after_log(read.publications, limit)
+    return dataclasses.replace(outcome, recovery=recovery)
 
 
 def unsubscribe(session: SessionCore, command: Command, request: UnsubscribeRequest) -> None:
