@@ -29,6 +29,8 @@ class MemoryTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.unsent = 0
+        #: Whether writes stay unsent (add to ``unsent``) until a test drains them.
+        self.holds = False
         self.closed = False
         self.aborted = False
         self.protocol: asyncio.BaseProtocol | None = None
@@ -37,6 +39,8 @@ class MemoryTransport(asyncio.Transport):
         assert not self.closed, "write after close"
         # Kept as given, so a test can tell a shared frame object from an equal copy.
         self.writes.append(data if isinstance(data, bytes) else bytes(data))
+        if self.holds:
+            self.unsent += len(data)
 
     def get_write_buffer_size(self) -> int:
         return self.unsent

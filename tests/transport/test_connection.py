@@ -161,6 +161,40 @@ async def test_a_client_past_its_queue_limit_is_cut_with_3008_and_reset_after_th
     assert transport.aborted
 
 
+async def test_one_reply_past_the_limit_is_allowed_until_the_client_drains_it() -> None:
+    twin = slow_twin()
+    conn, transport = open_conn(twin)
+    transport.holds = True
+    publications = b",".join(b'{"data":%d,"offset":%d}' % (n, n) for n in range(300))
+    reply = b'{"id":2,"subscribe":{"recovered":true,"publications":[' + publications + b"]}}"
+    assert len(reply) > 4 * 1024
+    conn.send([reply])  # a recovery's reply, four times the limit: not slow
+    assert not conn.closing
+    for n in range(10):  # live pushes while it drains keep the usual room
+        conn.deliver(pub(n))
+        twin.end_turn()
+    assert not conn.closing
+    transport.unsent = 0  # drained: the limit is the limit again
+    conn.deliver(pub(11))
+    twin.end_turn()
+    transport.unsent += 1024
+    conn.deliver(pub(12))
+    twin.end_turn()
+    assert conn.closing
+    assert close_code(transport.writes[-1]) == DisconnectCode.SLOW
+
+
+async def test_a_client_that_never_drains_the_large_reply_is_cut() -> None:
+    twin = slow_twin()
+    conn, transport = open_conn(twin)
+    transport.holds = True
+    conn.send([b'{"id":2,"subscribe":{"data":"' + b"x" * 4096 + b'"}}'])
+    assert not conn.closing
+    conn.send([b'{"id":3,"rpc":{"data":"' + b"y" * 1100 + b'"}}'])  # past limit + the reply
+    assert conn.closing
+    assert close_code(transport.writes[-1]) == DisconnectCode.SLOW
+
+
 async def test_a_client_that_answers_the_close_is_closed_without_a_reset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
