@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from tests.log.live import Collector, Names, make_log, publish, until
-from tidings.log.base import ScanUnavailable
+from tidings.config import RecoverySettings
+from tidings.log.base import RangeGone, ScanUnavailable
 from tidings.log.scan import BATCH
+from tidings.recovery import Failed, Found, Recoverer
+from tidings.router import Routed
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.integration]
 
@@ -62,5 +69,57 @@ async def test_a_log_reading_over_amqp_only_does_not_scan(names: Names) -> None:
         assert not log.scans
         with pytest.raises(ScanUnavailable):
             log.scan(0, 1)
+    finally:
+        await log.close()
+
+
+@pytest.fixture
+def tiny_segments(names: Names) -> Iterator[None]:
+    """A broker policy giving this test's stream segments of 4 kB, so that its retention
+    (``stream_max_bytes``) drops whole segments after a few hundred events."""
+    policy = f"{names.stream}.tiny"
+    pattern = "^" + re.escape(names.stream) + "$"
+    definition = '{"stream-max-segment-size-bytes": 4000}'
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("needs rabbitmqctl to set a policy")
+    subprocess.run(
+        [ctl, "set_policy", policy, pattern, definition, "--apply-to", "queues"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield
+    finally:
+        subprocess.run([ctl, "clear_policy", policy], capture_output=True, timeout=30)
+
+
+async def test_a_start_retention_dropped_is_gone_and_its_recovery_not_recovered(
+    names: Names, stream_protocol: None, tiny_segments: None
+) -> None:
+    log, got = make_log(names.settings(reader="stream", stream_max_bytes=20_000)), Collector()
+    await log.start(got, warm_seconds=0)
+    try:
+        body = b'{"pad": "%s"}' % (b"x" * 200)
+        for _ in range(10):  # in rounds: retention is applied as segments roll over
+            await publish(names.exchange, [("k", body)] * 100)
+        await until(lambda: len(got.records) == 1000, what="the events")
+        first, last = got.positions[0], got.positions[-1]
+        with pytest.raises(RangeGone) as gone:
+            async for _ in log.scan(first, last):
+                pass
+        assert first + 1 < gone.value.first <= last
+        # Through a recovery: recovered: false, nothing given; a start still held reads.
+        rec = Recoverer(
+            log,
+            lambda record: Routed(("c",), record.body),
+            head=lambda: last,
+            epoch=lambda: log.epoch,
+            settings=RecoverySettings(),
+        )
+        assert await rec.recover("c", first, 10_000, lambda _c, _u: True) == Failed("gone")
+        kept = await rec.recover("c", last - 5, 10_000, lambda _c, _u: True)
+        assert isinstance(kept, Found) and len(kept.publications) == 5
     finally:
         await log.close()
