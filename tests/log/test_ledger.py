@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 
 import pytest
 
 from tests.log.ledgers import SMALL, append_merge, first_offset, ledger, sum_merge
-from tests.log.live import Proxy, until
+from tests.log.live import Proxy, delete_queue, until
 from tidings.ledger import LedgerError
 from tidings.log.broker import SourceError
 from tidings.log.ledger_wire import MAX_KEY_BYTES, MAX_VALUE_BYTES
@@ -181,3 +182,19 @@ async def test_no_broker_is_refused_at_start(state_stream: str) -> None:
     absent = ledger(state_stream, url="amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(SourceError, match="cannot reach RabbitMQ"):
         await absent.start()
+
+
+async def test_workers_starting_at_once_on_a_new_stream_all_start(rabbitmq: None) -> None:
+    # Workers of one node declare the ledger's stream together; RabbitMQ refuses a declare
+    # that reaches a stream still being created ("does not have a replica on the local
+    # node"): a start waits for it rather than failing.
+    for _ in range(5):
+        name = f"test.{uuid.uuid4().hex[:10]}.state"
+        ledgers = [ledger(name) for _ in range(4)]
+        try:
+            await asyncio.gather(*(each.start() for each in ledgers))
+            assert all(each.ready for each in ledgers)
+        finally:
+            for each in ledgers:
+                await each.close()
+            await delete_queue(name)

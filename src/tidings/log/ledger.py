@@ -100,6 +100,8 @@ log = logging.getLogger(__name__)
 PART_BYTES = 256 * 1024
 #: Records the broker sends ahead of the acknowledgements.
 PREFETCH = 1000
+#: What RabbitMQ answers a declare that reaches a stream still being created.
+NOT_CREATED_YET = "does not have a replica on the local node"
 #: A record's bytes in the stream beyond its body (properties, chunk headers): counted
 #: with every write, so small writes still bring the next snapshot in time.
 _OVERHEAD = 128
@@ -179,6 +181,8 @@ class RabbitMqLedger(Ledger):
         self._ack_tag = 0
         self._ack_due = False
         self._first_caught_up: asyncio.Future[None] | None = None
+        #: Set once a channel consumes the stream (the first attachment at start-up).
+        self._attached = asyncio.Event()
         self._snapshotting = False
         # Why the ledger stopped for good (its stream deleted), or None.
         self._gone: str | None = None
@@ -214,15 +218,27 @@ class RabbitMqLedger(Ledger):
             self._conn = connection
             if follower is not None:
                 self._tasks.append(follower)
+            failed: Exception | None = None
             try:
                 await self._attach()
             except SourceError:
                 raise
             except Exception as exc:
-                raise SourceError(
-                    f"cannot set up the ledger's stream {self.stream!r}: {describe(exc)}"
-                ) from exc
+                # Workers of a node start together and declare a new stream at once:
+                # RabbitMQ then refuses the declares that reach it while it is being
+                # created (a channel error, or INTERNAL_ERROR closing the connection).
+                # The loop of _run attaches again once the connection is back.
+                log.info("ledger: cannot attach to stream %r yet (%s)", self.stream, describe(exc))
+                failed = exc
             self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
+            if failed is not None:
+                try:
+                    async with asyncio.timeout(3 * self._timeout):
+                        await self._attached.wait()
+                except TimeoutError:
+                    raise SourceError(
+                        f"cannot set up the ledger's stream {self.stream!r}: {describe(failed)}"
+                    ) from failed
             await self._first_caught_up
         except BaseException:
             await self.close()
@@ -368,6 +384,7 @@ class RabbitMqLedger(Ledger):
                     arguments={"x-stream-offset": "first" if offset is None else offset},
                     consumer_tag=tag,
                 )
+                self._attached.set()
         except BaseException:
             self._channel = self._raw = None
             with contextlib.suppress(Exception):
@@ -389,6 +406,8 @@ class RabbitMqLedger(Ledger):
         try:
             await raw.queue_declare(self.stream, durable=True, arguments=self._arguments)
         except ChannelPreconditionFailed as exc:
+            if NOT_CREATED_YET in str(exc):
+                raise  # another worker's declare is creating it: attach again (see start)
             replicas = self._arguments.get("x-initial-cluster-size", "none")
             raise SourceError(
                 f"queue {self.stream!r} exists with other settings ({describe(exc)}): the "
