@@ -241,6 +241,19 @@ class Publisher:
             self.connection.close()
 
 
+class AppNames:
+    """Unique names of one test's exchange and stream, and of the events exchange its nodes
+    send the application's events to (``amqp.events_exchange``)."""
+
+    def __init__(self) -> None:
+        self.exchange, self.stream = unique("test.events"), unique("test.log")
+        self.events = unique("test.app-events")
+
+    def delete(self) -> None:
+        """Deletes the exchanges (the control one too) and the stream."""
+        delete_amqp([self.exchange, self.exchange + ".control", self.events], [self.stream])
+
+
 def delete_amqp(exchanges: list[str] = (), queues: list[str] = ()) -> None:  # type: ignore[assignment]
     """Removes what a test declared, and the ledger's stream beside each stream queue
     (``<stream>.state``, which a node declares)."""

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,10 @@ from tests.log.live import EventTap as Tap
 from tests.system.harness import (
     AMQP_URL,
     TIME_SCALE,
+    AppNames,
     CutProxy,
     Node,
-    delete_amqp,
     start_node,
-    unique,
 )
 from tests.system.test_presence import Peer
 
@@ -37,38 +36,17 @@ HEARTBEAT, TTL = 0.5, 1.5
 SETTLE = TTL + 2 * HEARTBEAT
 
 
-class Names:
-    def __init__(self) -> None:
-        self.exchange, self.stream = unique("test.events"), unique("test.log")
-        self.events = unique("test.app-events")
-
-
-@pytest.fixture
-def names() -> Iterator[Names]:
-    n = Names()
-    yield n
-    delete_amqp([n.exchange, n.exchange + ".control", n.events], [n.stream])
-
-
-@pytest.fixture
-async def tap(names: Names) -> AsyncIterator[Tap]:
-    t = Tap(names.events)
-    await t.start()
-    yield t
-    await t.stop()
-
-
-def env(names: Names) -> dict[str, str]:
+def env(app_names: AppNames) -> dict[str, str]:
     return {
         "TIDINGS_CLUSTER_HEARTBEAT_INTERVAL": str(HEARTBEAT),
         "TIDINGS_CLUSTER_PRESENCE_TTL": str(TTL),
-        "TIDINGS_AMQP_EVENTS_EXCHANGE": names.events,
+        "TIDINGS_AMQP_EVENTS_EXCHANGE": app_names.events,
     }
 
 
-def node(tmp_path: Path, names: Names, url: str = AMQP_URL) -> Node:
-    args = ["--amqp-url", url, "--exchange", names.exchange, "--stream", names.stream]
-    return start_node(tmp_path, *args, "--workers", "1", config=CONFIG, env=env(names))
+def node(tmp_path: Path, app_names: AppNames, url: str = AMQP_URL) -> Node:
+    args = ["--amqp-url", url, "--exchange", app_names.exchange, "--stream", app_names.stream]
+    return start_node(tmp_path, *args, "--workers", "1", config=CONFIG, env=env(app_names))
 
 
 class Tabs:
@@ -89,10 +67,10 @@ class Tabs:
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(tmp_path: Path, names: Names) -> AsyncIterator[tuple[Node, Node, Tabs]]:
+async def two_nodes(tmp_path: Path, app_names: AppNames) -> AsyncIterator[tuple[Node, Node, Tabs]]:
     """Node A, then node B (A is older: A reports), both settled, and their tabs."""
-    a = node(tmp_path, names)
-    b = node(tmp_path, names)
+    a = node(tmp_path, app_names)
+    b = node(tmp_path, app_names)
     tabs = Tabs()
     try:
         await asyncio.sleep(SETTLE * TIME_SCALE)
@@ -108,9 +86,9 @@ async def quiet(seconds: float) -> None:
 
 
 async def test_one_online_and_one_offline_for_tabs_on_two_nodes(
-    tmp_path: Path, names: Names, tap: Tap
+    tmp_path: Path, app_names: AppNames, tap: Tap
 ) -> None:
-    async with two_nodes(tmp_path, names) as (a, b, tabs):
+    async with two_nodes(tmp_path, app_names) as (a, b, tabs):
         # At once, on both nodes.
         tab_a, tab_b = await asyncio.gather(tabs.open(a, "alice"), tabs.open(b, "alice"))
         await tap.until("user.online", "alice")
@@ -135,9 +113,9 @@ async def test_one_online_and_one_offline_for_tabs_on_two_nodes(
 
 
 async def test_a_killed_nodes_users_go_offline_after_the_ttl(
-    tmp_path: Path, names: Names, tap: Tap
+    tmp_path: Path, app_names: AppNames, tap: Tap
 ) -> None:
-    async with two_nodes(tmp_path, names) as (a, b, tabs):
+    async with two_nodes(tmp_path, app_names) as (a, b, tabs):
         await tabs.open(a, "alice")
         await tabs.open(b, "bob")
         await tap.until("user.online", "bob")
@@ -156,9 +134,9 @@ async def test_a_killed_nodes_users_go_offline_after_the_ttl(
 
 
 async def test_the_killed_leaders_users_are_reported_by_the_next(
-    tmp_path: Path, names: Names, tap: Tap
+    tmp_path: Path, app_names: AppNames, tap: Tap
 ) -> None:
-    async with two_nodes(tmp_path, names) as (a, b, tabs):
+    async with two_nodes(tmp_path, app_names) as (a, b, tabs):
         await tabs.open(a, "alice")
         await tabs.open(b, "bob")
         await tap.until("user.online", "alice")
@@ -183,11 +161,11 @@ async def test_the_killed_leaders_users_are_reported_by_the_next(
 
 
 async def test_events_due_during_a_broker_cut_arrive_after_it_in_order(
-    tmp_path: Path, names: Names, tap: Tap
+    tmp_path: Path, app_names: AppNames, tap: Tap
 ) -> None:
     proxy = CutProxy()
     await proxy.start()
-    one = await asyncio.to_thread(node, tmp_path, names, proxy.url)
+    one = await asyncio.to_thread(node, tmp_path, app_names, proxy.url)
     try:
         await quiet(SETTLE)
         proxy.refusing = True
@@ -233,9 +211,9 @@ async def test_events_due_during_a_broker_cut_arrive_after_it_in_order(
 
 
 async def test_nodes_that_stop_cleanly_report_their_users_offline(
-    tmp_path: Path, names: Names, tap: Tap
+    tmp_path: Path, app_names: AppNames, tap: Tap
 ) -> None:
-    async with two_nodes(tmp_path, names) as (a, b, tabs):
+    async with two_nodes(tmp_path, app_names) as (a, b, tabs):
         await tabs.open(a, "alice")
         await tabs.open(b, "bob")
         await tap.until("user.online", "bob")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,9 @@ from tests.system.harness import (
     API_KEY,
     SECRET,
     TIME_SCALE,
+    AppNames,
     Node,
-    delete_amqp,
     nodes,
-    unique,
 )
 from tidings.auth import mint_token
 
@@ -44,31 +43,10 @@ name = "notes"
 """
 
 
-class Names:
-    def __init__(self) -> None:
-        self.exchange, self.stream = unique("test.events"), unique("test.log")
-        self.events = unique("test.app-events")
-
-
 @pytest.fixture
-def names() -> Iterator[Names]:
-    n = Names()
-    yield n
-    delete_amqp([n.exchange, n.exchange + ".control", n.events], [n.stream])
-
-
-@pytest.fixture
-async def tap(names: Names) -> AsyncIterator[EventTap]:
-    t = EventTap(names.events)
-    await t.start()
-    yield t
-    await t.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, names: Names) -> Iterator[list[Node]]:
-    args = ["--amqp-url", AMQP_URL, "--exchange", names.exchange, "--stream", names.stream]
-    env = {"TIDINGS_AMQP_EVENTS_EXCHANGE": names.events}
+def cluster(tmp_path: Path, app_names: AppNames) -> Iterator[list[Node]]:
+    args = ["--amqp-url", AMQP_URL, "--exchange", app_names.exchange, "--stream", app_names.stream]
+    env = {"TIDINGS_AMQP_EVENTS_EXCHANGE": app_names.events}
     with nodes(tmp_path, 2, *args, "--workers", "1", config=CONFIG, env=env) as started:
         yield started
 
