@@ -25,7 +25,7 @@ from tidings.protocol.operations import Answered, Rejected
 from tidings.transport.cors import cors_headers
 from tidings.transport.origin import origin_allowed
 
-__all__ = ["BearerPost", "error", "read_post", "respond"]
+__all__ = ["BearerPost", "bearer_token", "error", "read_post", "respond"]
 
 #: HTTP status of each error code the methods answer.
 _STATUS = {
@@ -36,6 +36,12 @@ _STATUS = {
     ErrorCode.LIMIT_EXCEEDED: 409,
     ErrorCode.INTERNAL: 503,
 }
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or "" without one."""
+    scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def error(status: int, message: str, code: int, headers: Mapping[str, str]) -> web.Response:
@@ -82,12 +88,12 @@ async def read_post(request: web.Request, max_bytes: int) -> BearerPost | web.Re
         node.metrics.refused.labels("origin").inc()
         return error(403, "origin not allowed", int(ErrorCode.PERMISSION_DENIED), cors)
     unauthorized, bad = int(ErrorCode.UNAUTHORIZED), int(ErrorCode.BAD_REQUEST)
-    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if not token:
         missing = "a connection token is needed (Authorization: Bearer)"
         return error(401, missing, unauthorized, cors)
     try:
-        claims = node.authenticate(token.strip())
+        claims = node.authenticate(token)
     except TokenError as exc:
         return error(401, exc.reason, unauthorized, cors)
     if request.content_type != "application/json":

@@ -70,6 +70,7 @@ from tidings.protocol.operations import NotRecovered, Peer, Recovered
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.publication import ChannelEvent, Publication
 from tidings.subscription import HistoryPage, Subscriber
+from tidings.transport.bearer import bearer_token
 from tidings.transport.connection import WriterHost
 from tidings.transport.cors import cors_headers, preflight
 from tidings.transport.gate import client_ip, refuse_early
@@ -324,11 +325,6 @@ class _BadRequest(ValueError):
     pass
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
 def _since(request: web.Request) -> RecoverPosition | None:
     # The header is the browser's own reconnect, so it is newer than anything in the URL.
     text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
@@ -355,7 +351,9 @@ async def _uni_connect_request(request: web.Request) -> ConnectRequest:
 
 def _events_connect_request(request: web.Request) -> ConnectRequest:
     token = (
-        _bearer(request) or request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
+        bearer_token(request)
+        or request.query.get("token", "")
+        or request.cookies.get(TOKEN_COOKIE, "")
     )
     return ConnectRequest(token=token, name="sse")
 
