@@ -533,14 +533,6 @@ def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], from_text: bool)
     return cls(**values)
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    for section, entries in extra.items():
-        if isinstance(entries, Mapping) and isinstance(base.get(section), dict):
-            base[section].update(entries)
-        else:
-            base[section] = entries
-
-
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Maps ``TIDINGS_SECTION_NAME`` variables to their section and name."""
     out: dict[str, dict[str, Any]] = {}
@@ -752,8 +744,6 @@ def _validate_proxy(s: Settings) -> None:
         )
     if proxy.rpc_methods and not proxy.rpc_endpoint:
         raise ConfigError("proxy.rpc_methods", "needs proxy.rpc_endpoint")
-    from tidings.channels import NameKind, name_problem  # late: channels.py imports this one
-
     for i, method in enumerate(proxy.rpc_methods):
         problem = name_problem(method, NameKind.METHOD)
         if problem is not None:
@@ -804,10 +794,7 @@ def _validate_web_push(s: Settings) -> None:
                 f"must be a mailto: address or an https:// URL (RFC 8292 §2.1), got {subject!r}",
             )
         return
-    named = [("channels", s.channels)] + [
-        (f"namespaces[{i}]", ns) for i, ns in enumerate(s.namespaces)
-    ]
-    for key, options in named:
+    for key, options in _option_sections(s):
         if options.web_push:
             raise ConfigError(f"{key}.web_push", "needs web_push.vapid_private_key")
 
