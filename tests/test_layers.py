@@ -244,6 +244,8 @@ def test_the_longest_entry_decides_the_layer() -> None:
     assert names[layer_of("tidings.protocol.codec")] == "wire formats"
     assert names[layer_of("tidings.log.base")] == "what flows"
     assert names[layer_of("tidings.log.rabbitmq")] == "log"
+    assert names[layer_of("tidings.config")] == "rules"  # the package's __init__
+    assert names[layer_of("tidings.config.validate")] == "rules"
     with pytest.raises(LookupError):
         layer_of("elsewhere")
     with pytest.raises(LookupError):  # a new top-level module is placed by hand
