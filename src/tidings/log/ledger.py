@@ -28,56 +28,28 @@ consuming share one channel of the same robust connection, whose reconnects aio-
 makes. The price is the start-up: about 13,000 records a second on one core
 (``benchmarks.ledger``), so a start reads up to ``ledger.max_bytes`` of stream, and a
 smaller retention starts nodes sooner. A connection lost during that read is resumed
-like any other (below), and ``start`` still returns once caught up.
+like any other, and ``start`` still returns once caught up.
 
-*Snapshots and retention.* The stream keeps ``ledger.max_bytes`` (its
-``x-max-length-bytes``, in segments of a sixteenth of it, so the retention acts in
-steps of that size). When the writes read since the last snapshot began pass a quarter
-of ``max_bytes``, a ledger (after a random pause of up to ``snapshot_jitter`` seconds,
-so that usually one does, if sometimes two) writes a snapshot: the whole table, in parts
-of :data:`PART_BYTES`, with the offset of the last record it reflects. A replay from
-wherever the stream now starts is then exact (:mod:`tidings.log.ledger_replay`): it
-keeps the writes it reads until it has read a whole snapshot reflecting at least the
-record before the first one read, restores it and applies the kept writes after the
-offset it reflects. The last whole snapshot and what follows it take at most a quarter
-(the writes between snapshots) plus two eighths (two snapshots of a full table), so the
-retention never drops a snapshot still needed, with room for lag and per-message
-overhead.
-
-*Reconnects.* On the loss of the channel or the connection the ledger is not ready (and
-``/readyz`` says so, through ``node.ready``); once aio-pika has reconnected it consumes
-again from the offset after the last one read, writes a new mark and is ready again once
-it has read it back: no write is lost or applied twice (records read before are skipped
-by offset). Offsets do not always grow by one (RabbitMQ keeps some for itself): when the
-first record after a reconnect comes past the offset asked for, the ledger holds what
-comes while it reads the stream's first offset; past the one asked for too, the retention
-dropped records it had not read, and it seeks a snapshot as at start-up.
-
-*A deleted stream.* The table cannot be rebuilt from a stream deleted under the running
-ledger (a new one would start empty, its offsets over): the broker cancels the consumer,
-and the ledger logs an error and stops, not ready for good and refusing writes, until the
-node is restarted. Do not delete the ledger's stream while nodes run.
+The ledger's rooms: attaching to the stream, reconnects and a deleted stream in
+:mod:`~tidings.log.ledger_link`; snapshots and the retention in
+:mod:`~tidings.log.ledger_snapshot`; rebuilding the table from what the stream holds in
+:mod:`~tidings.log.ledger_replay`; the records' bytes in :mod:`~tidings.log.ledger_wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import random
 import uuid
-from typing import Any
 
-import aiormq
 import aiormq.abc
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed, PublishError
 
 from tidings.config import AmqpSettings, LedgerSettings
 from tidings.ledger import Ledger, LedgerError
-from tidings.log.broker import SourceError, connect_beside, describe
+from tidings.log.broker import SourceError
+from tidings.log.ledger_link import StreamLink, stream_arguments
 from tidings.log.ledger_replay import Replay
+from tidings.log.ledger_snapshot import PART_BYTES, SnapshotWriter
 from tidings.log.ledger_wire import (
     MAX_KEY_BYTES,
     MAX_KIND_BYTES,
@@ -88,7 +60,6 @@ from tidings.log.ledger_wire import (
     decode,
     encode,
     entry_size,
-    split_snapshot,
 )
 from tidings.metrics import Metrics
 
@@ -96,28 +67,9 @@ __all__ = ["PART_BYTES", "RabbitMqLedger", "stream_arguments"]
 
 log = logging.getLogger(__name__)
 
-#: Entries' bytes per snapshot message (well under RabbitMQ's message size limit).
-PART_BYTES = 256 * 1024
-#: Records the broker sends ahead of the acknowledgements.
-PREFETCH = 1000
-#: What RabbitMQ answers a declare that reaches a stream still being created.
-NOT_CREATED_YET = "does not have a replica on the local node"
 #: A record's bytes in the stream beyond its body (properties, chunk headers): counted
 #: with every write, so small writes still bring the next snapshot in time.
 _OVERHEAD = 128
-
-
-def stream_arguments(amqp: AmqpSettings, ledger: LedgerSettings) -> dict[str, Any]:
-    """The ledger's stream queue arguments: retention by size only (the table must not
-    expire), segments of a sixteenth of it, the replicas of ``amqp.stream_replicas``."""
-    arguments: dict[str, Any] = {
-        "x-queue-type": "stream",
-        "x-max-length-bytes": ledger.max_bytes,
-        "x-stream-max-segment-size-bytes": ledger.max_bytes // 16,
-    }
-    if amqp.stream_replicas:
-        arguments["x-initial-cluster-size"] = amqp.stream_replicas
-    return arguments
 
 
 class RabbitMqLedger(Ledger):
@@ -148,44 +100,41 @@ class RabbitMqLedger(Ledger):
         super().__init__()
         if not amqp.addresses:
             raise SourceError("amqp.url is not set: the RabbitMQ ledger needs a broker")
-        self._amqp = amqp
         self.stream = settings.stream_name(amqp)
-        self._arguments = stream_arguments(amqp, settings)
-        self._max_bytes = settings.max_bytes
         #: Most bytes the table may take (an eighth of ``ledger.max_bytes``).
         self.table_limit = settings.max_bytes // 8
-        self._snapshot_every = settings.max_bytes // 4
         self._metrics = metrics or Metrics()
-        self._name = name
         self._timeout = timeout
-        self._jitter = snapshot_jitter
-        self._part_bytes = part_bytes
 
         self._writer = uuid.uuid4().bytes
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._replay = Replay(self, self._on_record)
         self._table_bytes = 0
-        self._conn: AbstractRobustConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        # The channel of this attachment (None while away) and its mark.
-        self._channel: AbstractChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._link = StreamLink(
+            amqp,
+            settings,
+            replay=self._replay,
+            on_record=self._read,
+            on_attached=self._mark_attached,
+            on_away=self._away,
+            name=name,
+            timeout=timeout,
+        )
+        self._snapshots = SnapshotWriter(
+            self,
+            settings,
+            replay=self._replay,
+            link=self._link,
+            metrics=self._metrics,
+            timeout=timeout,
+            jitter=snapshot_jitter,
+            part_bytes=part_bytes,
+        )
+        # The mark of the current attachment, and whether it was read back.
         self._mark: int | None = None
         self._caught_up = False
-        # A resumed attachment: the offset it asked for until its first record came, and
-        # what it delivered while the ledger checks that nothing was dropped unread.
-        self._resume: int | None = None
-        self._held: list[tuple[int, bytes]] | None = None
-        # The last delivery taken, acknowledged with all before it once per loop iteration.
-        self._ack_tag = 0
-        self._ack_due = False
         self._first_caught_up: asyncio.Future[None] | None = None
-        #: Set once a channel consumes the stream (the first attachment at start-up).
-        self._attached = asyncio.Event()
-        self._snapshotting = False
-        # Why the ledger stopped for good (its stream deleted), or None.
-        self._gone: str | None = None
         self._started = False
         self._closed = False
 
@@ -195,11 +144,11 @@ class RabbitMqLedger(Ledger):
     def ready(self) -> bool:
         """True while attached, caught up with the stream and exact."""
         return (
-            self._raw is not None
+            self._link.raw is not None
             and self._caught_up
             and self._replay.live
             and not self._closed
-            and self._gone is None
+            and self._link.gone is None
         )
 
     async def start(self) -> None:
@@ -214,31 +163,7 @@ class RabbitMqLedger(Ledger):
         self._started = True
         self._first_caught_up = asyncio.get_running_loop().create_future()
         try:
-            connection, follower = await connect_beside(self._amqp, self._name, log)
-            self._conn = connection
-            if follower is not None:
-                self._tasks.append(follower)
-            failed: Exception | None = None
-            try:
-                await self._attach()
-            except SourceError:
-                raise
-            except Exception as exc:
-                # Workers of a node start together and declare a new stream at once:
-                # RabbitMQ then refuses the declares that reach it while it is being
-                # created (a channel error, or INTERNAL_ERROR closing the connection).
-                # The loop of _run attaches again once the connection is back.
-                log.info("ledger: cannot attach to stream %r yet (%s)", self.stream, describe(exc))
-                failed = exc
-            self._tasks.append(asyncio.get_running_loop().create_task(self._run()))
-            if failed is not None:
-                try:
-                    async with asyncio.timeout(3 * self._timeout):
-                        await self._attached.wait()
-                except TimeoutError:
-                    raise SourceError(
-                        f"cannot set up the ledger's stream {self.stream!r}: {describe(failed)}"
-                    ) from failed
+            await self._link.open()
             await self._first_caught_up
         except BaseException:
             await self.close()
@@ -263,10 +188,10 @@ class RabbitMqLedger(Ledger):
         except LedgerError:
             writes.labels("refused").inc()
             raise
-        raw = self._raw
-        if self._gone is not None:
+        raw = self._link.raw
+        if self._link.gone is not None:
             writes.labels("failed").inc()
-            raise LedgerError(f"{self._gone}: the write of {kind}/{key} was not sent")
+            raise LedgerError(f"{self._link.gone}: the write of {kind}/{key} was not sent")
         if raw is None or raw.is_closed or not self.ready:
             writes.labels("failed").inc()
             raise LedgerError(
@@ -279,7 +204,7 @@ class RabbitMqLedger(Ledger):
         confirmed = False
         try:
             async with asyncio.timeout(self._timeout):
-                await self._publish(raw, encode(Write(self._writer, seq, kind, key, value)))
+                await self._link.publish(raw, encode(Write(self._writer, seq, kind, key, value)))
                 confirmed = True
                 await applied
         except (TimeoutError, LedgerError) as exc:
@@ -310,16 +235,7 @@ class RabbitMqLedger(Ledger):
         for waiting in self._waiting.values():
             if not waiting.done():
                 waiting.set_exception(LedgerError("the ledger was closed"))
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._raw = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await self._conn.close()
+        await self._link.close()
 
     # -- the table's size, kept as it changes ------------------------------------------
 
@@ -352,235 +268,24 @@ class RabbitMqLedger(Ledger):
         """Bytes the table takes in a snapshot."""
         return self._table_bytes
 
-    # -- attaching and reading ---------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------
 
-    async def _attach(self) -> None:
-        """Opens a channel, declares the stream, consumes from the next offset, marks
-        (a mark not confirmed closes the channel again: see _run).
-
-        Raises:
-            SourceError: the stream exists with other settings, or the user may not use it.
-            Exception: the broker went away meanwhile (aiormq's errors, a bare Exception
-                for a future failed at a close, TimeoutError).
-        """
-        assert self._conn is not None
-        async with asyncio.timeout(self._timeout):
-            channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
-        try:
-            async with asyncio.timeout(self._timeout):
-                raw = await channel.get_underlay_channel()
-                await self._declare(raw)
-                await raw.basic_qos(prefetch_count=PREFETCH)
-                offset = self._replay.next
-                self._caught_up = False
-                self._resume, self._held = offset, None
-                # Before the consume: deliveries may come before its reply is read.
-                self._channel, self._raw = channel, raw
-                tag = f"ledger-{uuid.uuid4().hex[:12]}"
-                raw.on_consumer_cancel_callbacks.add(functools.partial(self._on_cancel, raw, tag))
-                await raw.basic_consume(
-                    self.stream,
-                    functools.partial(self._on_message, raw),
-                    arguments={"x-stream-offset": "first" if offset is None else offset},
-                    consumer_tag=tag,
-                )
-                self._attached.set()
-        except BaseException:
-            self._channel = self._raw = None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await channel.close()
-            raise
+    async def _mark_attached(self, raw: aiormq.abc.AbstractChannel) -> None:
+        """Writes the mark of a new attachment: caught up once it is read back (a mark
+        not confirmed closes the channel, and the link attaches and marks again)."""
         self._seq += 1
         self._mark = self._seq
         try:
             async with asyncio.timeout(self._timeout):
-                await self._publish(raw, encode(Mark(self._writer, self._seq)))
+                await self._link.publish(raw, encode(Mark(self._writer, self._seq)))
         except (LedgerError, TimeoutError) as exc:
             # Attached, but the mark went with the link (or is late): closing the channel
-            # has the loop of _run attach again, from where the reading got, and mark again.
+            # has the link attach again, from where the reading got, and mark again.
             log.debug("ledger: the mark was not confirmed (%s); attaching again", exc)
-            await self._close_quietly(raw)
+            await self._link.close_quietly(raw)
 
-    async def _declare(self, raw: aiormq.abc.AbstractChannel) -> None:
-        try:
-            await raw.queue_declare(self.stream, durable=True, arguments=self._arguments)
-        except ChannelPreconditionFailed as exc:
-            if NOT_CREATED_YET in str(exc):
-                raise  # another worker's declare is creating it: attach again (see start)
-            replicas = self._arguments.get("x-initial-cluster-size", "none")
-            raise SourceError(
-                f"queue {self.stream!r} exists with other settings ({describe(exc)}): the "
-                f"ledger needs a stream queue with x-max-length-bytes {self._max_bytes} "
-                "(ledger.max_bytes), x-stream-max-segment-size-bytes "
-                f"{self._max_bytes // 16} and x-initial-cluster-size {replicas} "
-                "(amqp.stream_replicas); set those to the existing values or point "
-                "ledger.stream at another name"
-            ) from None
-        except ChannelAccessRefused as exc:
-            raise SourceError(
-                f"the user in amqp.url may not declare queue {self.stream!r} "
-                f"({describe(exc)}): grant it configure, write and read permissions on "
-                "that name, or point ledger.stream at one it may use"
-            ) from None
-
-    async def _run(self) -> None:
-        """Waits for the loss of the attachment, then attaches again, for ever."""
-        while True:
-            raw = self._raw
-            if raw is not None:
-                await asyncio.wait([raw.closing])
-                self._lost(raw)
-            if self._gone is not None:
-                return
-            try:
-                await self._reattach()
-            except SourceError as exc:
-                log.error("ledger: %s", exc)
-                await asyncio.sleep(self._amqp.reconnect_interval)
-            except Exception as exc:  # aiormq fails futures with a bare Exception at a close
-                log.debug("ledger: cannot attach yet (%s)", describe(exc))
-                await asyncio.sleep(self._amqp.reconnect_interval)
-
-    async def _reattach(self) -> None:
-        assert self._conn is not None
-        await self._conn.connected.wait()
-        await self._attach()
-        log.info("ledger: reading stream %r again from offset %s", self.stream, self._replay.next)
-
-    def _on_cancel(
-        self, raw: aiormq.abc.AbstractChannel, tag: str, frame: aiormq.spec.Basic.Cancel
-    ) -> None:
-        if frame.consumer_tag != tag or raw is not self._raw:
-            return
-        self._gone = f"the ledger's stream {self.stream!r} was deleted"
-        log.error(
-            "ledger: stream %r was deleted under it: the table cannot be rebuilt from a new "
-            "one; the ledger stops (not ready, writes refused) until the node restarts",
-            self.stream,
-        )
-        # The channel's closing wakes the loop in _run, which then stops.
-        task = asyncio.get_running_loop().create_task(self._close_quietly(raw))
-        self._tasks.append(task)
-        task.add_done_callback(self._forget)
-
-    def _lost(self, raw: aiormq.abc.AbstractChannel) -> None:
-        if raw is not self._raw:
-            return
-        self._raw = None
+    def _away(self) -> None:
         self._caught_up = False
-        # What was held back is read again from the same offset at the next attachment.
-        self._resume = self._held = None
-        log.warning(
-            "ledger: lost stream %r; resuming from offset %s once reconnected",
-            self.stream,
-            self._replay.next,
-        )
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            # So that aio-pika does not reopen it: the next attachment opens its own.
-            task = asyncio.get_running_loop().create_task(self._close_quietly(channel))
-            self._tasks.append(task)
-            task.add_done_callback(self._forget)
-
-    async def _close_quietly(self, channel: AbstractChannel | aiormq.abc.AbstractChannel) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout):
-                await channel.close()
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
-
-    async def _on_message(
-        self, raw: aiormq.abc.AbstractChannel, message: aiormq.abc.DeliveredMessage
-    ) -> None:
-        # aiormq runs this in a task per message, started in delivery order: everything
-        # up to the first await runs in stream order.
-        if raw is not self._raw:
-            return  # a delivery of an attachment already lost
-        headers = message.header.properties.headers or {}
-        offset = headers.get("x-stream-offset")
-        if isinstance(offset, int):
-            self._take(raw, offset, message.body)
-        tag = getattr(message.delivery, "delivery_tag", None)
-        if tag is not None:
-            # One acknowledgement of everything taken per loop iteration, not one per record.
-            self._ack_tag = tag
-            if not self._ack_due:
-                self._ack_due = True
-                asyncio.get_running_loop().call_soon(self._ack, raw)
-
-    def _ack(self, raw: aiormq.abc.AbstractChannel) -> None:
-        self._ack_due = False
-        if raw is not self._raw or raw.is_closed:
-            return
-        task = asyncio.get_running_loop().create_task(self._ack_now(raw, self._ack_tag))
-        self._tasks.append(task)
-        task.add_done_callback(self._forget)
-
-    async def _ack_now(self, raw: aiormq.abc.AbstractChannel, tag: int) -> None:
-        with contextlib.suppress(Exception):
-            await raw.basic_ack(tag, multiple=True)
-
-    def _take(self, raw: aiormq.abc.AbstractChannel, offset: int, body: bytes) -> None:
-        if self._held is not None:
-            self._held.append((offset, body))
-            return
-        resume, self._resume = self._resume, None
-        if resume is not None and offset > resume:
-            # Either offsets RabbitMQ kept for itself, or records dropped by the retention
-            # while away: the stream's first offset tells which.
-            self._held = [(offset, body)]
-            task = asyncio.get_running_loop().create_task(self._check_resume(raw, resume))
-            self._tasks.append(task)
-            task.add_done_callback(self._forget)
-            return
-        self._read(offset, body)
-
-    async def _check_resume(self, raw: aiormq.abc.AbstractChannel, resume: int) -> None:
-        try:
-            first = await self._first_offset(raw)
-        except Exception as exc:  # as in _run: any failure of the link
-            log.debug("ledger: cannot read the stream's first offset (%s)", describe(exc))
-            return  # the attachment is lost with its channel: resumed again later
-        held = self._held
-        if raw is not self._raw or held is None:
-            return
-        self._held = None
-        if first > resume:
-            # Offsets kept since ``resume`` were readable when the consumer started only
-            # if the retention dropped them since (it only drops): assume the worst.
-            log.warning(
-                "ledger: the retention of stream %r dropped records not read yet (offsets "
-                "%d to %d): seeking a snapshot",
-                self.stream,
-                resume,
-                held[0][0] - 1,
-            )
-            self._replay.lost(held[0][0])
-        for offset, body in held:
-            self._read(offset, body)
-
-    async def _first_offset(self, raw: aiormq.abc.AbstractChannel) -> int:
-        """The first offset the stream holds, read by a consumer of one record."""
-        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            offset = (message.header.properties.headers or {}).get("x-stream-offset")
-            if not got.done() and isinstance(offset, int):
-                got.set_result(offset)
-
-        tag = f"ledger-first-{uuid.uuid4().hex[:8]}"
-        async with asyncio.timeout(self._timeout):
-            await raw.basic_consume(
-                self.stream, on_message, arguments={"x-stream-offset": "first"}, consumer_tag=tag
-            )
-            try:
-                return await got
-            finally:
-                with contextlib.suppress(Exception):
-                    await raw.basic_cancel(tag)
 
     def _read(self, offset: int, body: bytes) -> None:
         record: Record | None
@@ -606,7 +311,7 @@ class RabbitMqLedger(Ledger):
                 self.stream,
                 first,
             )
-        self._snapshot_if_due()
+        self._snapshots.write_if_due()
 
     def _on_record(self, record: Write | Mark) -> None:
         if record.writer != self._writer:
@@ -642,65 +347,6 @@ class RabbitMqLedger(Ledger):
                 f"limit of {self.table_limit} (an eighth of ledger.max_bytes): raise "
                 "ledger.max_bytes"
             )
-
-    async def _publish(self, raw: aiormq.abc.AbstractChannel, body: bytes) -> None:
-        """Publishes ``body`` to the stream and waits for the broker's confirm.
-
-        Raises:
-            LedgerError: refused, returned or lost with the connection.
-        """
-        properties = aiormq.spec.Basic.Properties(delivery_mode=2)
-        try:
-            confirm = await raw.basic_publish(
-                body, routing_key=self.stream, mandatory=True, properties=properties
-            )
-        except PublishError:
-            raise LedgerError(f"stream {self.stream!r} is gone (the write was returned)") from None
-        except Exception as exc:  # aiormq fails a confirm with a bare Exception at a close
-            raise LedgerError(describe(exc)) from exc
-        if not isinstance(confirm, aiormq.spec.Basic.Ack):
-            raise LedgerError(f"RabbitMQ refused the write ({type(confirm).__name__})")
-
-    def _snapshot_if_due(self) -> None:
-        if self._snapshotting or self._replay.since_snapshot < self._snapshot_every:
-            return
-        if not self.ready:
-            return
-        self._snapshotting = True
-        task = asyncio.get_running_loop().create_task(self._snapshot())
-        self._tasks.append(task)
-        task.add_done_callback(self._forget)
-
-    async def _snapshot(self) -> None:
-        try:
-            await asyncio.sleep(random.uniform(0, self._jitter))
-            raw = self._raw
-            # Another ledger's snapshot began meanwhile (the count starts over), or the
-            # broker went away: nothing to do now.
-            if raw is None or not self.ready or self._replay.since_snapshot < self._snapshot_every:
-                return
-            assert self._replay.next is not None
-            # Table and offset together, before any await: the parts reflect exactly it.
-            parts = split_snapshot(
-                self.snapshot(), self._replay.next - 1, uuid.uuid4().bytes, self._part_bytes
-            )
-            self._replay.since_snapshot = 0
-            for part in parts:
-                async with asyncio.timeout(self._timeout):
-                    await self._publish(raw, encode(part))
-            self._metrics.ledger_snapshots.inc()
-            log.info(
-                "ledger: wrote a snapshot of %d bytes in %d parts to %r",
-                self._table_bytes,
-                len(parts),
-                self.stream,
-            )
-        except (LedgerError, TimeoutError) as exc:
-            # Due again at the next record read: the count goes on from the threshold.
-            self._replay.since_snapshot = max(self._replay.since_snapshot, self._snapshot_every)
-            log.warning("ledger: the snapshot failed (%s); trying again", exc)
-        finally:
-            self._snapshotting = False
 
 
 def _size(kind: str, key: str, value: bytes | None) -> int:
