@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 Events = list[dict[str, Any]]
+_loads = orjson.loads
 
 
 class SessionError(Exception):
@@ -135,34 +136,46 @@ class TidingsSession(Session):
             self.offset = offset
 
     def feed(self, text: bytes, events: Events, replies: list[bytes]) -> None:
-        for line in text.split(b"\n"):
-            if not line:
-                continue
-            msg = orjson.loads(line)
+        # A frame of a broadcast carries many newline-joined pushes: parsed as one JSON
+        # array, one call instead of one per line (JSON strings hold no raw newline, so the
+        # newlines are only separators). Empty lines make it invalid: then line by line.
+        try:
+            messages = _loads(b"[" + text.replace(b"\n", b",") + b"]")
+        except orjson.JSONDecodeError:
+            messages = [_loads(line) for line in text.split(b"\n") if line]
+        append = events.append
+        for msg in messages:
             push = msg.get("push")
             if push is not None:
                 pub = push.get("pub")
                 if pub is not None:
-                    self._publication(pub, events)
+                    append(pub["data"])
+                    offset = pub.get("offset")
+                    if offset is not None:
+                        self.offset = offset
                 elif "disconnect" in push:
                     raise SessionError(f"server disconnect {push['disconnect']}")
             elif not msg:
                 replies.append(b"{}")
-            elif "error" in msg:
-                raise SessionError(f"reply {msg.get('id')}: {msg['error']}")
-            elif msg.get("id") == 2:
-                result = msg.get("subscribe") or {}
-                if result.get("epoch") is not None:
-                    self.epoch = result["epoch"]
-                if self._recover_from is not None:
-                    self.recovered = bool(result.get("recovered"))
-                    replayed = result.get("publications") or []
-                    self.replayed = len(replayed)
-                    for pub in replayed:
-                        self._publication(pub, events)
-                if self.offset is None and result.get("offset") is not None:
-                    self.offset = result["offset"]
-                self.ready = True
+            else:
+                self._reply(msg, events)
+
+    def _reply(self, msg: dict[str, Any], events: Events) -> None:
+        if "error" in msg:
+            raise SessionError(f"reply {msg.get('id')}: {msg['error']}")
+        if msg.get("id") == 2:
+            result = msg.get("subscribe") or {}
+            if result.get("epoch") is not None:
+                self.epoch = result["epoch"]
+            if self._recover_from is not None:
+                self.recovered = bool(result.get("recovered"))
+                replayed = result.get("publications") or []
+                self.replayed = len(replayed)
+                for pub in replayed:
+                    self._publication(pub, events)
+            if self.offset is None and result.get("offset") is not None:
+                self.offset = result["offset"]
+            self.ready = True
 
 
 class StompSession(Session):

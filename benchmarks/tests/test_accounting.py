@@ -32,6 +32,24 @@ def test_tidings_session_connects_subscribes_and_answers_pings() -> None:
         session.feed(b'{"id":3,"error":{"code":103,"message":"permission denied"}}', [], [])
 
 
+def test_tidings_session_reads_every_push_of_a_batch_in_order() -> None:
+    session = TidingsSession(None, "t")
+    lines = [orjson.dumps({"push": {"channel": "bench", "pub": {"data": {"seq": i, "s": "a\nb"},
+                                                                 "offset": 10 + i}}})
+             for i in range(5)]
+    events: list[dict[str, Any]] = []
+    session.feed(b"\n".join(lines), events, [])
+    assert [e["seq"] for e in events] == [0, 1, 2, 3, 4]
+    assert events[0]["s"] == "a\nb"
+    assert session.offset == 14
+    # An empty line is no message: read line by line, the same events.
+    again: list[dict[str, Any]] = []
+    session.feed(lines[0] + b"\n\n" + lines[1], again, [])
+    assert [e["seq"] for e in again] == [0, 1]
+    with pytest.raises(orjson.JSONDecodeError):
+        session.feed(b'{"push":', [], [])
+
+
 def test_stomp_session_subscribes_after_connected() -> None:
     session = StompSession(None, "ex")
     replies: list[bytes] = []
