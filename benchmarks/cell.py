@@ -475,6 +475,7 @@ def summarise(
     missing = _sum(results, "missing")
     span_s = max(last_ns - publish_start_ns, publish_end_ns - publish_start_ns) / 1e9
     received = _sum(results, "received")
+    messages = sum(r.get("messages", 0) for r in results)
     reasons = {r["reason"] for r in results}
     expected = _sum(results, "expected")
     notes = []
@@ -506,6 +507,7 @@ def summarise(
         "dropped": _sum(results, "dropped"),
         "delivered_per_s": round(delivered / span_s, 1) if span_s > 0 else None,
         "received_per_s": round(received / span_s, 1) if span_s > 0 else None,
+        "pushes_per_message": round(received / messages, 2) if messages else None,
         "lag_s": round(max(0, last_ns - publish_end_ns) / 1e9, 3) if last_ns else None,
         "latency_p50_ms": lat["p50"],
         "latency_p95_ms": lat["p95"],

@@ -304,6 +304,7 @@ class LoadGenerator:
             "missing": expected - unique,
             "duplicates": sum(conn.duplicates for conn in self.conns),
             "received": c.received,
+            "messages": c.messages,
             "wasted": c.wasted,
             "stale": c.stale,
             "dropped": c.dropped,

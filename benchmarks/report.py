@@ -32,6 +32,7 @@ _COLUMNS: list[tuple[str, str]] = [
     ("wasted", "wasted"),
     ("msg/s", "delivered_per_s"),
     ("drain/s", "drain_per_s"),
+    ("push/msg", "pushes_per_message"),
     ("p50 ms", "latency_p50_ms"),
     ("p95 ms", "latency_p95_ms"),
     ("p99 ms", "latency_p99_ms"),

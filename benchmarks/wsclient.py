@@ -44,6 +44,9 @@ class Counters:
     personal: bool
     latency: Histogram = field(default_factory=Histogram)
     received: int = 0
+    #: WebSocket messages that carried the received events (a server that coalesces
+    #: pushes sends fewer, each carrying several).
+    messages: int = 0
     wasted: int = 0
     stale: int = 0
     dropped: int = 0
@@ -180,6 +183,7 @@ class WsConnection(asyncio.Protocol):
             c.first_ns = now
         c.last_ns = now
         c.received += len(events)
+        c.messages += 1
         run_id = c.run_id
         user = self.session.user if c.personal else None
         add_latency = c.latency.add
