@@ -87,6 +87,21 @@ def test_pushes_of_one_turn_are_one_newline_joined_frame() -> None:
     assert len(transport.writes) == 1
 
 
+def test_subscribers_with_the_same_pushes_queued_share_one_batch_frame() -> None:
+    twin = WriterTwin()
+    conns = [open_conn(twin) for _ in range(3)]
+    p, q, r = pub(1), pub(2), pub(3)
+    for conn, _ in conns:
+        conn.deliver(p)
+        conn.deliver(q)
+    conns[2][0].deliver(r)
+    twin.end_turn()
+    (_, ta), (_, tb), (_, tc) = conns
+    assert ta.writes[0] is tb.writes[0]
+    assert server_frames(ta.writes[0]) == [(TEXT, p.push + b"\n" + q.push)]
+    assert server_frames(tc.writes[0]) == [(TEXT, b"\n".join(x.push for x in (p, q, r)))]
+
+
 def test_a_later_turn_is_a_write_of_its_own() -> None:
     twin = WriterTwin()
     conn, transport = open_conn(twin)
