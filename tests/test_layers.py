@@ -78,7 +78,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state", ("tidings.history", "tidings.hub")),
     ("log", ("tidings.log",)),
     ("backend", ("tidings.proxy", "tidings.webpush")),
-    ("node", ("tidings.node", "tidings.recovery", "tidings.receipt_calls")),
+    (
+        "node",
+        (
+            "tidings.node",
+            "tidings.publishing",
+            "tidings.recovery",
+            "tidings.receipt_calls",
+        ),
+    ),
     (
         "edges",
         ("tidings.appkeys", "tidings.transport", "tidings.api", "tidings.demo", "tidings.cluster"),

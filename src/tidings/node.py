@@ -15,13 +15,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import orjson
-
 from tidings import __version__, commands, receipts
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
-from tidings.channels import ChannelName, channel_problem, parse_channel
+from tidings.channels import ChannelName, parse_channel
 from tidings.clientinfo import ClientInfo
-from tidings.codes import DisconnectCode, ErrorCode
+from tidings.codes import DisconnectCode
 from tidings.config import ChannelOptions, Settings
 from tidings.control_messages import ControlMessage
 from tidings.events import (
@@ -44,7 +42,6 @@ from tidings.log.base import Log
 from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
 from tidings.presence import Change, Presence
-from tidings.protocol import operations
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (
     ConnectRecoverCall,
@@ -54,7 +51,6 @@ from tidings.protocol.operations import (
     Outcome,
     Peer,
     PublishCall,
-    Published,
     RecoverCall,
     Recovered,
     RecoveredChannels,
@@ -62,18 +58,11 @@ from tidings.protocol.operations import (
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
 from tidings.publication import ChannelEvent, Publication
+from tidings.publishing import PublishError, Publishing
 from tidings.receipt_calls import Receipts
 from tidings.record import Record
 from tidings.recovery import Failed, Recoverer, Removal
-from tidings.router import (
-    CHANNEL_HEADER,
-    INFO_HEADER,
-    Rejected,
-    Routed,
-    Router,
-    encode_channel_header,
-    parse_routes,
-)
+from tidings.router import Rejected, Routed, Router, parse_routes
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 from tidings.webpush import calls as push_calls
@@ -93,10 +82,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two sweeps of every history window.
 HISTORY_SWEEP_INTERVAL = 10.0
-
-
-class PublishError(ValueError):
-    """A publish request from the server API or the CLI is invalid."""
 
 
 class Closable(Protocol):
@@ -245,6 +230,8 @@ class Node:
             settings=settings.recovery,
             monotonic=monotonic,
         )
+        #: Publications through the log (the server API's, the CLI's, clients').
+        self.publishing = Publishing(settings, event_log, self._options_for_name)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -468,52 +455,7 @@ class Node:
         Raises:
             PublishError: a channel name is invalid or its namespace unknown.
         """
-        if not channels:
-            raise PublishError("at least one channel is required")
-        for channel in channels:
-            problem = channel_problem(channel)
-            if problem is not None:
-                raise PublishError(f"invalid channel: {problem}")
-            if self._options_for_name(channel) is None:
-                raise PublishError(f"unknown namespace of channel {channel!r}")
-        body = orjson.dumps(data)
-        self._check_size(body)
-        await self.log.append(
-            self.settings.amqp.publish_routing_key,
-            body,
-            {CHANNEL_HEADER: encode_channel_header(channels)},
-        )
-
-    def _check_size(self, body: bytes) -> None:
-        limit = self.settings.amqp.max_message_bytes
-        if len(body) > limit:
-            raise PublishError(
-                f"data of {len(body)} bytes is over the {limit} limit (amqp.max_message_bytes)"
-            )
-
-    async def _append_publication(self, call: PublishCall) -> Outcome:
-        """Appends a client's publication to the log, with the publisher in ``info``.
-
-        Returns:
-            Published once the log took it; 106 when the data is over
-            ``amqp.max_message_bytes``; 100 (temporary) when the log refused it.
-        """
-        try:
-            self._check_size(call.data)
-        except PublishError as exc:
-            return operations.Rejected(int(ErrorCode.LIMIT_EXCEEDED), str(exc))
-        headers = {
-            CHANNEL_HEADER: encode_channel_header([call.channel]),
-            INFO_HEADER: call.info.decode(),
-        }
-        try:
-            await self.log.append(self.settings.amqp.publish_routing_key, call.data, headers)
-        except Exception as exc:  # the log is down: the client retries, nothing is lost
-            log.warning("client publication to %r failed: %s", call.channel, exc)
-            return operations.Rejected(
-                int(ErrorCode.INTERNAL), "the log did not take the publication", True
-            )
-        return Published()
+        await self.publishing.publish(channels, data)
 
     # ------------------------------------------------------------------ presence
     def options_for(self, channel: str) -> ChannelOptions | None:
@@ -890,7 +832,7 @@ class Node:
         methods (Web Push, read receipts) are answered here, the rest goes to the
         application's backend."""
         if isinstance(operation, PublishCall):
-            return await self._append_publication(operation)
+            return await self.publishing.append(operation)
         if isinstance(operation, RecoverCall):
             request = operation.request
             found = await self.recover_from_log([request.channel], request.position)
