@@ -82,6 +82,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "node",
         (
             "tidings.node",
+            "tidings.admission",
             "tidings.publishing",
             "tidings.recovery",
             "tidings.receipt_calls",

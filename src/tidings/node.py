@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tidings import __version__, commands, receipts
+from tidings.admission import Admission, ClientHandle
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, parse_channel
 from tidings.clientinfo import ClientInfo
@@ -91,16 +92,6 @@ class Closable(Protocol):
         """Closes with ``code``."""
 
 
-class ClientHandle(Protocol):
-    """A session's connection, as a server command reaches it."""
-
-    def pump(self) -> None:
-        """Writes what the session queued and applies its close request."""
-
-    def close(self, code: DisconnectCode, reason: str = "") -> None:
-        """Closes with ``code``."""
-
-
 class ControlPlane(Protocol):
     """What carries presence between workers and nodes (:mod:`tidings.cluster`)."""
 
@@ -154,12 +145,6 @@ class Node:
         self.head = 0
         self.started_at = clock()
         self._seen_records = False
-        self._users: dict[str, int] = {}
-        #: Connected sessions by user, for the server commands that act on a user's ones.
-        self._sessions: dict[str, dict[Session, ClientHandle]] = {}
-        self._connections = 0
-        self._ip_window = 0
-        self._ip_counts: dict[str, int] = {}
         self._anonymous = settings.channels.allow_anonymous or any(
             ns.allow_anonymous for ns in settings.namespaces
         )
@@ -189,6 +174,13 @@ class Node:
             self.worker,
             window=cluster.presence_ttl + 2 * cluster.heartbeat_interval,
             margin=cluster.heartbeat_interval,
+        )
+        #: The connections admitted, counted against the ``client.*`` limits.
+        self.admission = Admission(
+            settings.client,
+            monotonic,
+            arrived=self._user_arrived,
+            departed=self._user_departed,
         )
         # Local subscriptions reported to the application (lifecycle_events namespaces).
         self._reported: dict[str, dict[Subscriber, ClientInfo]] = {}
@@ -327,12 +319,12 @@ class Node:
     @property
     def connections(self) -> int:
         """Authenticated connections on this node."""
-        return self._connections
+        return self.admission.connections
 
     @property
     def users(self) -> int:
         """Distinct users (not counting anonymous connections) connected to this node."""
-        return len(self._users)
+        return self.admission.users
 
     def describe(self) -> dict[str, Any]:
         """This worker's figures, as the server API's ``info`` lists each node (and as its
@@ -633,34 +625,12 @@ class Node:
 
     def admit_ip(self, ip: str) -> bool:
         """Counts a new connection from ``ip``; False when over the per-second limit."""
-        limit = self.settings.client.connections_per_ip_per_second
-        if not limit:
-            return True
-        second = int(self.monotonic())
-        if second != self._ip_window:
-            self._ip_window = second
-            self._ip_counts.clear()
-        count = self._ip_counts.get(ip, 0) + 1
-        self._ip_counts[ip] = count
-        return count <= limit
+        return self.admission.admit_ip(ip)
 
     def admit(self, session: Session) -> DisconnectCode | None:
-        limits = self.settings.client
         if self.draining:
             return DisconnectCode.SHUTDOWN
-        if limits.max_connections and self._connections >= limits.max_connections:
-            return DisconnectCode.CONNECTION_LIMIT
-        per_user = limits.max_connections_per_user
-        if session.user and per_user and self._users.get(session.user, 0) >= per_user:
-            return DisconnectCode.CONNECTION_LIMIT
-        self._connections += 1
-        if session.user:
-            count = self._users.get(session.user, 0)
-            self._users[session.user] = count + 1
-            if not count:
-                self._user_arrived(session.user)
-        self._sessions.setdefault(session.user, {})[session] = session.handle
-        return None
+        return self.admission.admit(session)
 
     def _user_arrived(self, user: str) -> None:
         since = self.presence_view.add_local_user(user)
@@ -675,18 +645,7 @@ class Node:
         self._report_users()
 
     def release(self, session: Session) -> None:
-        sessions = self._sessions.get(session.user)
-        if sessions is not None:
-            sessions.pop(session, None)
-            if not sessions:
-                del self._sessions[session.user]
-        self._connections -= 1
-        if session.user:
-            left = self._users.get(session.user, 1) - 1
-            if left:
-                self._users[session.user] = left
-            elif self._users.pop(session.user, None) is not None:
-                self._user_departed(session.user)
+        self.admission.release(session)
         self.metrics.subscriptions.set(self.hub.subscriptions)
 
     def subscribe(
@@ -877,7 +836,7 @@ class Node:
             return
         if not command.fresh(self.clock()):
             return  # replayed from the log: its moment has passed
-        for session, handle in list(self._sessions.get(command.user, {}).items()):
+        for session, handle in list(self.admission.sessions.get(command.user, {}).items()):
             if command.matches(session.user, session.client_id):
                 self._apply(command, session, handle)
 

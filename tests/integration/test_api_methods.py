@@ -140,7 +140,7 @@ async def test_refresh(server: LiveServer) -> None:
 
 async def test_refresh_sets_a_new_expiry(server: LiveServer) -> None:
     _client, _ = await connected(server, ttl=None)
-    (session,) = [s for sessions in server.node._sessions.values() for s in sessions]
+    (session,) = [s for sessions in server.node.admission.sessions.values() for s in sessions]
     expire_at = int(server.node.clock()) + 600
     await result(server, "refresh", {"user": "alice", "expire_at": expire_at})
     await wait_until(lambda: session._expires_at == expire_at, what="the new expiry")
