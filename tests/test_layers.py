@@ -84,6 +84,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.node",
             "tidings.admission",
             "tidings.publishing",
+            "tidings.server_commands",
             "tidings.recovery",
             "tidings.receipt_calls",
         ),

@@ -64,6 +64,7 @@ from tidings.receipt_calls import Receipts
 from tidings.record import Record
 from tidings.recovery import Failed, Recoverer, Removal
 from tidings.router import Rejected, Routed, Router, parse_routes
+from tidings.server_commands import ServerCommands
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 from tidings.webpush import calls as push_calls
@@ -224,6 +225,17 @@ class Node:
         )
         #: Publications through the log (the server API's, the CLI's, clients').
         self.publishing = Publishing(settings, event_log, self._options_for_name)
+        #: Server commands through the log, applied to this node's sessions.
+        self.commands = ServerCommands(
+            settings,
+            event_log,
+            self.history,
+            self.hub,
+            self.admission.sessions,
+            self.on_reject,
+            self.metrics,
+            clock,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -370,7 +382,7 @@ class Node:
                 continue
             self.head = record.position
             if commands.COMMAND_HEADER in record.headers:
-                self._on_command(record)
+                self.commands.on_record(record)
                 continue
             routed = self.router.route(record)
             if isinstance(routed, Rejected):
@@ -819,44 +831,4 @@ class Node:
         Raises:
             PublishError: ``api.key`` is not set (commands are signed with it).
         """
-        key = self.settings.api.key
-        if key is None:
-            raise PublishError("server commands are signed with api.key; set it")
-        body, headers = commands.encode(command, key)
-        await self.log.append(self.settings.amqp.publish_routing_key, body, headers)
-
-    def _on_command(self, record: Record) -> None:
-        try:
-            command = commands.decode(record.headers, record.body, self.settings.api.key)
-        except commands.CommandError as exc:
-            self.on_reject(record, "bad_command", str(exc))
-            return
-        if command.kind == "history_remove":
-            self.history.remove(command.channel, record.position)
-            return
-        if not command.fresh(self.clock()):
-            return  # replayed from the log: its moment has passed
-        for session, handle in list(self.admission.sessions.get(command.user, {}).items()):
-            if command.matches(session.user, session.client_id):
-                self._apply(command, session, handle)
-
-    def _apply(
-        self, command: commands.ServerCommand, session: Session, handle: ClientHandle
-    ) -> None:
-        kind = command.kind
-        if kind == "disconnect":
-            try:
-                code = DisconnectCode(command.code or DisconnectCode.FORCE_DISCONNECT)
-            except ValueError:  # signed by a newer node that knows more codes
-                code = DisconnectCode.FORCE_DISCONNECT
-            handle.close(code, command.reason)
-            return
-        if kind == "subscribe":
-            session.server_subscribe(command.channel)
-            self.metrics.subscriptions.set(self.hub.subscriptions)
-        elif kind == "unsubscribe":
-            session.server_unsubscribe(command.channel)
-            self.metrics.subscriptions.set(self.hub.subscriptions)
-        elif kind == "refresh":
-            session.server_refresh(command.expired, command.expire_at)
-        handle.pump()
+        await self.commands.send(command)
