@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,22 +22,12 @@ from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode
 from tidings.config import ChannelOptions, Settings
 from tidings.control_messages import ControlMessage
-from tidings.events import (
-    SUBSCRIBED,
-    UNSUBSCRIBED,
-    USER_OFFLINE,
-    USER_ONLINE,
-    Outbox,
-    event_id,
-    routing_key,
-    subscription_event,
-    user_event,
-)
+from tidings.events import SUBSCRIBED, UNSUBSCRIBED, Outbox
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
 from tidings.ledger import Ledger
-from tidings.lifecycle import Lifecycle, elect
+from tidings.lifecycle import Lifecycle
 from tidings.log.base import Log
 from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
@@ -63,6 +52,7 @@ from tidings.publishing import PublishError, Publishing
 from tidings.receipt_calls import Receipts
 from tidings.record import Record
 from tidings.recovery import Failed, Recoverer, Removal
+from tidings.reports import Reports
 from tidings.router import Rejected, Routed, Router, parse_routes
 from tidings.server_commands import ServerCommands
 from tidings.subscription import HistoryPage, Subscriber
@@ -167,14 +157,23 @@ class Node:
             settle_at=0.0 if control is None else monotonic() + cluster.presence_ttl,
         )
         self.control = control
-        #: Where events for the application go (``amqp.events_exchange``), when set.
-        self.outbox = outbox
         #: The table every node holds whole (push subscriptions, read positions).
         self.ledger = ledger if ledger is not None else MemoryLedger()
         self.lifecycle = Lifecycle(
             self.worker,
             window=cluster.presence_ttl + 2 * cluster.heartbeat_interval,
             margin=cluster.heartbeat_interval,
+        )
+        #: The events for the application (``amqp.events_exchange``, when set).
+        self.reports = Reports(
+            outbox,
+            settings.amqp.events_prefix,
+            self.worker,
+            self.presence_view,
+            self.lifecycle,
+            self.metrics,
+            clock=clock,
+            monotonic=monotonic,
         )
         #: The connections admitted, counted against the ``client.*`` limits.
         self.admission = Admission(
@@ -236,6 +235,15 @@ class Node:
             self.metrics,
             clock,
         )
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """Where events for the application go (``amqp.events_exchange``), when set."""
+        return self.reports.outbox
+
+    @outbox.setter
+    def outbox(self, outbox: Outbox | None) -> None:
+        self.reports.outbox = outbox
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -472,7 +480,7 @@ class Node:
             return
         if options.lifecycle_events:
             self._reported.setdefault(channel, {})[sub] = info
-            self._report_subscription(SUBSCRIBED, channel, info)
+            self.reports.subscription(SUBSCRIBED, channel, info)
         if not (options.presence or options.join_leave):
             return
         self._tracked.setdefault(channel, {})[sub] = info
@@ -488,7 +496,7 @@ class Node:
             if not reported:
                 del self._reported[channel]
             if gone is not None:
-                self._report_subscription(UNSUBSCRIBED, channel, gone)
+                self.reports.subscription(UNSUBSCRIBED, channel, gone)
         tracked = self._tracked.get(channel)
         info = tracked.pop(sub, None) if tracked is not None else None
         if info is None:
@@ -539,13 +547,13 @@ class Node:
     def on_control(self, message: ControlMessage) -> None:
         """A message of another worker: merged into the view, its changes pushed."""
         self._push_changes(self.presence_view.apply(message, self.monotonic()))
-        self._report_users()
+        self.reports.users()
 
     def expire_presence(self) -> None:
         """Forgets the workers silent for ``cluster.presence_ttl``: their clients leave
         (called every heartbeat, which is also when a new leader takes over)."""
         self._push_changes(self.presence_view.expire(self.monotonic()))
-        self._report_users()
+        self.reports.users()
 
     def user_online(self, user: str) -> bool:
         """Whether ``user`` has a connection on some live worker of the cluster (as far as
@@ -558,48 +566,7 @@ class Node:
         routed ``<amqp.events_prefix>.<kind>``, with ``fields`` beside ``type``, ``id``
         (``id``, or a new random one), ``node`` and ``time``; nothing when no events
         exchange is set. Never blocks (see tidings.events)."""
-        if self.outbox is None:
-            return
-        event = {"type": kind, "id": "", **fields}
-        # The envelope wins over fields of the same name.
-        event.update(type=kind, id=id or uuid.uuid4().hex[:24])
-        event.update(node=self.worker, time=round(self.clock(), 3))
-        self.outbox.emit(routing_key(self.settings.amqp.events_prefix, kind), event)
-
-    def _report_subscription(self, kind: str, channel: str, info: ClientInfo) -> None:
-        if self.outbox is None:
-            return
-        event = subscription_event(
-            kind,
-            id=uuid.uuid4().hex[:24],
-            user=info.user,
-            client=info.client,
-            channel=channel,
-            node=self.worker,
-            time=self.clock(),
-        )
-        self.outbox.emit(routing_key(self.settings.amqp.events_prefix, kind), event)
-
-    def _report_users(self) -> None:
-        """Hands the view's user changes to the election; emits what this worker owes."""
-        view, now = self.presence_view, self.monotonic()
-        due = self.lifecycle.step(view.user_changes(), elect(view.electors(now)), now, self.clock())
-        self.metrics.lifecycle_leader.set(1 if self.lifecycle.leading else 0)
-        if self.outbox is None:
-            return
-        prefix = self.settings.amqp.events_prefix
-        for item in due:
-            change = item.change
-            kind = USER_ONLINE if change.kind == "online" else USER_OFFLINE
-            event = user_event(
-                kind,
-                id=event_id(kind, change.user, change.worker, str(change.since)),
-                user=change.user,
-                node=change.worker,
-                time=item.time,
-                reason=change.reason,
-            )
-            self.outbox.emit(routing_key(prefix, kind), event)
+        self.reports.emit(kind, fields, id)
 
     def presence(self, channel: str) -> Mapping[str, ClientInfo]:
         """The subscribers of ``channel`` in the cluster: client id -> info."""
@@ -648,13 +615,13 @@ class Node:
         since = self.presence_view.add_local_user(user)
         if since and self.control is not None:
             self.control.announce_user("online", user, since)
-        self._report_users()
+        self.reports.users()
 
     def _user_departed(self, user: str) -> None:
         since = self.presence_view.remove_local_user(user)
         if since and self.control is not None:
             self.control.announce_user("offline", user, since)
-        self._report_users()
+        self.reports.users()
 
     def release(self, session: Session) -> None:
         self.admission.release(session)
