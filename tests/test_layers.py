@@ -83,6 +83,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "tidings.node",
             "tidings.admission",
+            "tidings.announcements",
             "tidings.reports",
             "tidings.publishing",
             "tidings.server_commands",

@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 from tidings import __version__, commands, receipts
 from tidings.admission import Admission, ClientHandle
+from tidings.announcements import Announcements, Announcer
 from tidings.auth import ConnectionClaims, SubscriptionClaims, TokenVerifier
 from tidings.channels import ChannelName, parse_channel
 from tidings.clientinfo import ClientInfo
 from tidings.codes import DisconnectCode
 from tidings.config import ChannelOptions, Settings
 from tidings.control_messages import ControlMessage
-from tidings.events import SUBSCRIBED, UNSUBSCRIBED, Outbox
+from tidings.events import Outbox
 from tidings.flusher import Flusher
 from tidings.history import History
 from tidings.hub import Hub
@@ -31,7 +32,7 @@ from tidings.lifecycle import Lifecycle
 from tidings.log.base import Log
 from tidings.log.memory import MemoryLedger
 from tidings.metrics import Metrics
-from tidings.presence import Change, Presence
+from tidings.presence import Presence
 from tidings.protocol.messages import RecoverPosition
 from tidings.protocol.operations import (
     ConnectRecoverCall,
@@ -47,7 +48,7 @@ from tidings.protocol.operations import (
 )
 from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
-from tidings.publication import ChannelEvent, Publication
+from tidings.publication import Publication
 from tidings.publishing import PublishError, Publishing
 from tidings.receipt_calls import Receipts
 from tidings.record import Record
@@ -83,20 +84,15 @@ class Closable(Protocol):
         """Closes with ``code``."""
 
 
-class ControlPlane(Protocol):
-    """What carries presence between workers and nodes (:mod:`tidings.cluster`)."""
+class ControlPlane(Announcer, Protocol):
+    """What carries presence between workers and nodes (:mod:`tidings.cluster`); its
+    ``announce`` and ``announce_user`` are :class:`~tidings.announcements.Announcer`'s."""
 
     #: This worker's id in the cluster, unique per process start.
     worker: str
 
     async def start(self, node: Node) -> None:
         """Connects, announces this worker and starts the heartbeats."""
-
-    def announce(self, kind: str, channel: str, info: ClientInfo) -> None:
-        """Sends a local ``join`` or ``leave`` to every other worker; never blocks."""
-
-    def announce_user(self, kind: str, user: str, since: int) -> None:
-        """Sends a local user ``online`` or ``offline`` to every other worker; never blocks."""
 
     async def close(self) -> None:
         """Says goodbye and disconnects."""
@@ -175,19 +171,22 @@ class Node:
             clock=clock,
             monotonic=monotonic,
         )
+        #: This worker's subscribers and users in presence; joins and leaves pushed.
+        self.announcements = Announcements(
+            self.presence_view,
+            control,
+            self.reports,
+            self._options_for_name,
+            self.metrics,
+            monotonic,
+        )
         #: The connections admitted, counted against the ``client.*`` limits.
         self.admission = Admission(
             settings.client,
             monotonic,
-            arrived=self._user_arrived,
-            departed=self._user_departed,
+            arrived=self.announcements.user_arrived,
+            departed=self.announcements.user_departed,
         )
-        # Local subscriptions reported to the application (lifecycle_events namespaces).
-        self._reported: dict[str, dict[Subscriber, ClientInfo]] = {}
-        # Local subscriptions entered into presence, and those that get join/leave pushes.
-        self._tracked: dict[str, dict[Subscriber, ClientInfo]] = {}
-        self._listeners: dict[str, dict[Subscriber, None]] = {}
-        self._local_changes: list[Change] = []
         #: Web Push to users whose tabs are all closed, when ``[web_push]`` is set.
         self.web_push: WebPush | None = None
         if settings.web_push.enabled:
@@ -475,85 +474,16 @@ class Node:
         return self._options_for_name(channel)
 
     def track(self, sub: Subscriber, channel: str, info: ClientInfo, push_join_leave: bool) -> None:
-        options = self._options_for_name(channel)
-        if options is None:
-            return
-        if options.lifecycle_events:
-            self._reported.setdefault(channel, {})[sub] = info
-            self.reports.subscription(SUBSCRIBED, channel, info)
-        if not (options.presence or options.join_leave):
-            return
-        self._tracked.setdefault(channel, {})[sub] = info
-        if push_join_leave and options.join_leave:
-            self._listeners.setdefault(channel, {})[sub] = None
-        if self.presence_view.add_local(channel, info):
-            self._announce(Change("join", channel, info))
-
-    def _untrack(self, sub: Subscriber, channel: str) -> None:
-        reported = self._reported.get(channel)
-        if reported is not None:
-            gone = reported.pop(sub, None)
-            if not reported:
-                del self._reported[channel]
-            if gone is not None:
-                self.reports.subscription(UNSUBSCRIBED, channel, gone)
-        tracked = self._tracked.get(channel)
-        info = tracked.pop(sub, None) if tracked is not None else None
-        if info is None:
-            return
-        if not tracked:
-            del self._tracked[channel]
-        listeners = self._listeners.get(channel)
-        if listeners is not None:
-            listeners.pop(sub, None)
-            if not listeners:
-                del self._listeners[channel]
-        if self.presence_view.remove_local(channel, info.client) is not None:
-            self._announce(Change("leave", channel, info))
-
-    def _announce(self, change: Change) -> None:
-        """A local join or leave: to the other workers now, to local subscribers after the
-        current command's replies (a joiner's own subscribe reply must come first)."""
-        if self.control is not None:
-            self.control.announce(change.kind, change.channel, change.info)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a synchronous test): nothing to wait for
-            self._push_changes([change])
-            return
-        if not self._local_changes:
-            loop.call_soon(self._push_local_changes)
-        self._local_changes.append(change)
-
-    def _push_local_changes(self) -> None:
-        changes, self._local_changes = self._local_changes, []
-        self._push_changes(changes)
-
-    def _push_changes(self, changes: Sequence[Change]) -> None:
-        """Pushes ``join``/``leave`` to the local subscribers that get them."""
-        for change in changes:
-            listeners = self._listeners.get(change.channel)
-            if not listeners:
-                continue
-            options = self._options_for_name(change.channel)
-            if options is None or not options.join_leave:
-                continue
-            body = b'{"info":%b}' % change.info.to_json()
-            event = ChannelEvent(change.channel, change.kind, body)
-            for sub in listeners:
-                sub.deliver_event(event)
-            self.metrics.pushes.inc(len(listeners))
+        self.announcements.track(sub, channel, info, push_join_leave)
 
     def on_control(self, message: ControlMessage) -> None:
         """A message of another worker: merged into the view, its changes pushed."""
-        self._push_changes(self.presence_view.apply(message, self.monotonic()))
-        self.reports.users()
+        self.announcements.on_control(message)
 
     def expire_presence(self) -> None:
         """Forgets the workers silent for ``cluster.presence_ttl``: their clients leave
         (called every heartbeat, which is also when a new leader takes over)."""
-        self._push_changes(self.presence_view.expire(self.monotonic()))
-        self.reports.users()
+        self.announcements.expire()
 
     def user_online(self, user: str) -> bool:
         """Whether ``user`` has a connection on some live worker of the cluster (as far as
@@ -610,18 +540,6 @@ class Node:
         if self.draining:
             return DisconnectCode.SHUTDOWN
         return self.admission.admit(session)
-
-    def _user_arrived(self, user: str) -> None:
-        since = self.presence_view.add_local_user(user)
-        if since and self.control is not None:
-            self.control.announce_user("online", user, since)
-        self.reports.users()
-
-    def _user_departed(self, user: str) -> None:
-        since = self.presence_view.remove_local_user(user)
-        if since and self.control is not None:
-            self.control.announce_user("offline", user, since)
-        self.reports.users()
 
     def release(self, session: Session) -> None:
         self.admission.release(session)
@@ -737,7 +655,7 @@ class Node:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
-        self._untrack(sub, channel)
+        self.announcements.untrack(sub, channel)
         self.metrics.subscriptions.set(self.hub.subscriptions)
 
     def read_history(
