@@ -87,6 +87,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.reports",
             "tidings.publishing",
             "tidings.server_commands",
+            "tidings.recoveries",
             "tidings.recovery",
             "tidings.receipt_calls",
         ),

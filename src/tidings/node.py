@@ -52,9 +52,9 @@ from tidings.publication import Publication
 from tidings.publishing import PublishError, Publishing
 from tidings.receipt_calls import Receipts
 from tidings.record import Record
-from tidings.recovery import Failed, Recoverer, Removal
+from tidings.recoveries import Recoveries
 from tidings.reports import Reports
-from tidings.router import Rejected, Routed, Router, parse_routes
+from tidings.router import Rejected, Router, parse_routes
 from tidings.server_commands import ServerCommands
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
@@ -213,14 +213,19 @@ class Node:
         # The users to push to of each channel of a web_push namespace (see _push).
         self._push_users: dict[str, tuple[str, ...]] = {}
         #: Recoveries older than the history windows, read from the log.
-        self.recoverer = Recoverer(
+        self.recoveries = Recoveries(
+            settings,
             event_log,
-            self._route_for_recovery,
+            self.router,
+            self.history,
+            self._options_for_name,
+            self._history_limits,
             head=lambda: self.head,
-            epoch=lambda: self.log.epoch,
-            settings=settings.recovery,
+            metrics=self.metrics,
+            clock=clock,
             monotonic=monotonic,
         )
+        self.recoverer = self.recoveries.recoverer
         #: Publications through the log (the server API's, the CLI's, clients').
         self.publishing = Publishing(settings, event_log, self._options_for_name)
         #: Server commands through the log, applied to this node's sessions.
@@ -567,17 +572,7 @@ class Node:
         return SubscribeOutcome(self.log.epoch, self.head, recoverable, recovery)
 
     def recovers_from_log(self, channel: str, position: RecoverPosition) -> bool:
-        options = self._options_for_name(channel)
-        if options is None or options.recovery_max_publications <= 0:
-            return False
-        size, ttl = options.history_size, options.history_ttl
-        if size <= 0 or ttl <= 0 or not self.log.scans:
-            return False
-        if position.epoch and position.epoch != self.log.epoch:
-            return False
-        since = position.offset
-        complete = self.history.complete_since(channel, size=size, ttl=ttl, now=self.clock())
-        return since < complete and since < self.head
+        return self.recoveries.wanted(channel, position)
 
     async def recover_from_log(
         self, channels: Sequence[str], position: RecoverPosition
@@ -594,64 +589,7 @@ class Node:
     async def recover_since(self, since: Mapping[str, int]) -> dict[str, Recovered | NotRecovered]:
         """:meth:`recover_from_log` with a position per channel (channel -> the last offset
         the client saw, in the log's current epoch)."""
-        if len(since) == 1:
-            # The common case (a client's subscribe) in the recovery's own step: no task
-            # of its own, and the check below is the one the recoverer made in this step.
-            [(channel, offset)] = since.items()
-            return {channel: await self._recover_one(channel, offset)}
-        found: dict[str, Recovered | NotRecovered] = {}
-        while since:
-            outcomes = await asyncio.gather(
-                *(self._recover_one(channel, offset) for channel, offset in since.items())
-            )
-            # The reads ended at different moments: check every window again, now, and read
-            # on for those that moved past their read.
-            behind: dict[str, int] = {}
-            for channel, outcome in zip(since, outcomes, strict=True):
-                earlier = found.get(channel)
-                if isinstance(outcome, Recovered) and isinstance(earlier, Recovered):
-                    read = earlier.publications + outcome.publications
-                    outcome = Recovered(read, outcome.position)
-                found[channel] = outcome
-                if isinstance(outcome, Recovered) and not self._covers(channel, outcome.position):
-                    behind[channel] = outcome.position
-            since = behind
-        return found
-
-    async def _recover_one(self, channel: str, since: int) -> Recovered | NotRecovered:
-        """Reads ``channel``'s publications after ``since`` from the log (tidings.recovery);
-        a Recovered's position is covered by the window in the step this returns in."""
-        options = self._options_for_name(channel)
-        limit = options.recovery_max_publications if options is not None else 0
-        outcome = await self.recoverer.recover(channel, since, limit, self._covers)
-        if isinstance(outcome, Failed):
-            self.metrics.recoveries.labels("stream_failed").inc()
-            log.info(
-                "recovery of %r from position %d not read from the log: %s",
-                channel,
-                since,
-                outcome.reason,
-            )
-            return NotRecovered(outcome.reason)
-        self.metrics.recoveries.labels("stream").inc()
-        return Recovered(outcome.publications, outcome.until)
-
-    def _covers(self, channel: str, position: int) -> bool:
-        """Whether ``channel``'s window holds every publication after ``position``."""
-        size, ttl = self._history_limits(channel)
-        complete = self.history.complete_since(channel, size=size, ttl=ttl, now=self.clock())
-        return complete <= position
-
-    def _route_for_recovery(self, record: Record) -> Routed | Removal | None:
-        """A record read again for a recovery: its channels, a history removal, or None."""
-        if commands.COMMAND_HEADER in record.headers:
-            try:
-                command = commands.decode(record.headers, record.body, self.settings.api.key)
-            except commands.CommandError:
-                return None
-            return Removal(command.channel) if command.kind == "history_remove" else None
-        routed = self.router.route(record)
-        return None if isinstance(routed, Rejected) else routed
+        return await self.recoveries.since(since)
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         self.hub.unsubscribe(sub, channel)
