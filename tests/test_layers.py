@@ -89,6 +89,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tidings.server_commands",
             "tidings.recoveries",
             "tidings.recovery",
+            "tidings.push_feed",
             "tidings.receipt_calls",
         ),
     ),

@@ -173,14 +173,14 @@ async def test_drain_closes_every_connection_with_3001_and_refuses_new_ones() ->
 
 # ---------------------------------------------------------------------- web push senders
 def test_push_senders_are_the_settled_workers_or_every_live_one_while_none_is() -> None:
-    """The workers WebPush ranks each user over (Node._push_senders): the same list on
+    """The workers WebPush ranks each user over (PushFeed.senders): the same list on
     every worker once settled, and a worker that has just started is not among them (so
     it sends nothing) while the others are."""
     cluster = Cluster(cluster_settings())
     w1, w2 = cluster.add("w1"), cluster.add("w2")
 
     def senders(node: Node) -> list[str]:
-        return sorted(node._push_senders())
+        return sorted(node.push_feed.senders())
 
     cluster.beat(Cluster.HEARTBEAT)  # they know each other; none has settled
     assert senders(w1) == senders(w2) == ["w1", "w2"]

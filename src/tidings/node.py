@@ -2,7 +2,10 @@
 
 It is the log's consumer (events in) and every session's host (clients in). Everything
 it does per event or per command is synchronous; the only awaits are at start, stop and
-when publishing through the server API.
+when publishing through the server API. It is composed of parts it owns, one concept
+each, to which its interfaces delegate: :mod:`~tidings.admission`,
+:mod:`~tidings.announcements`, :mod:`~tidings.reports`, :mod:`~tidings.publishing`,
+:mod:`~tidings.server_commands`, :mod:`~tidings.recoveries` and :mod:`~tidings.push_feed`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from tidings.protocol.session import Session, SubscribeOutcome
 from tidings.proxy import ProxyClient
 from tidings.publication import Publication
 from tidings.publishing import PublishError, Publishing
+from tidings.push_feed import PushFeed
 from tidings.receipt_calls import Receipts
 from tidings.record import Record
 from tidings.recoveries import Recoveries
@@ -59,7 +63,6 @@ from tidings.server_commands import ServerCommands
 from tidings.subscription import HistoryPage, Subscriber
 from tidings.timers import TimerQueue
 from tidings.webpush import calls as push_calls
-from tidings.webpush.service import WebPush
 
 __all__ = [
     "HISTORY_SWEEP_INTERVAL",
@@ -187,18 +190,18 @@ class Node:
             arrived=self.announcements.user_arrived,
             departed=self.announcements.user_departed,
         )
+        #: Publications of ``web_push`` namespaces to Web Push, and who sends them.
+        self.push_feed = PushFeed(
+            settings.web_push,
+            self.ledger,
+            self.metrics,
+            self.presence_view,
+            self.worker,
+            clock=clock,
+            monotonic=monotonic,
+        )
         #: Web Push to users whose tabs are all closed, when ``[web_push]`` is set.
-        self.web_push: WebPush | None = None
-        if settings.web_push.enabled:
-            self.web_push = WebPush(
-                settings.web_push,
-                self.ledger,
-                self.metrics,
-                online=self.presence_view,
-                workers=self._push_senders,
-                worker=self.worker,
-                clock=clock,
-            )
+        self.web_push = self.push_feed.service
         #: Read positions: marks (``tidings.read``), unread counts, ``receipt`` events.
         self.receipts = Receipts(
             self.ledger,
@@ -210,8 +213,6 @@ class Node:
             worker=self.worker,
             report=self.emit_event,
         )
-        # The users to push to of each channel of a web_push namespace (see _push).
-        self._push_users: dict[str, tuple[str, ...]] = {}
         #: Recoveries older than the history windows, read from the log.
         self.recoveries = Recoveries(
             settings,
@@ -413,7 +414,7 @@ class Node:
                 )
                 publications += 1
                 if options.web_push and self.web_push is not None:
-                    self._push(pub)
+                    self.push_feed.push(pub)
         metrics.events_in.inc(len(records))
         metrics.publications.inc(publications)
         metrics.pushes.inc(pushes)
@@ -441,28 +442,6 @@ class Node:
             reason,
         )
         self.log.quarantine(record, kind, reason)
-
-    def _push(self, pub: Publication) -> None:
-        """Hands a publication of a ``web_push`` namespace to Web Push, with the users its
-        channel names (none for a channel that is not user-limited); never waits."""
-        assert self.web_push is not None
-        users = self._push_users.get(pub.channel)
-        if users is None:
-            parsed = parse_channel(pub.channel)
-            users = tuple(sorted(parsed.users)) if parsed is not None else ()
-            if len(self._push_users) > 100_000:
-                self._push_users.clear()
-            self._push_users[pub.channel] = users
-        if users:
-            self.web_push.on_publication(pub.channel, users, pub.offset, pub.data, pub.timestamp)
-
-    def _push_senders(self) -> list[str]:
-        """The workers that share the sending of push messages: the live, settled ones
-        (those the election counts), or, while none has settled (a whole cluster just
-        started), every live one."""
-        view = self.presence_view
-        settled = [worker for _, worker, _ in view.electors(self.monotonic())]
-        return settled or [self.worker, *view.worker_ids()]
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, channels: Sequence[str], data: object) -> None:
