@@ -143,16 +143,12 @@ class TidingsSession(Session):
             messages = _loads(b"[" + text.replace(b"\n", b",") + b"]")
         except orjson.JSONDecodeError:
             messages = [_loads(line) for line in text.split(b"\n") if line]
-        append = events.append
         for msg in messages:
             push = msg.get("push")
             if push is not None:
                 pub = push.get("pub")
                 if pub is not None:
-                    append(pub["data"])
-                    offset = pub.get("offset")
-                    if offset is not None:
-                        self.offset = offset
+                    self._publication(pub, events)
                 elif "disconnect" in push:
                     raise SessionError(f"server disconnect {push['disconnect']}")
             elif not msg:

@@ -475,7 +475,7 @@ def summarise(
     missing = _sum(results, "missing")
     span_s = max(last_ns - publish_start_ns, publish_end_ns - publish_start_ns) / 1e9
     received = _sum(results, "received")
-    messages = sum(r.get("messages", 0) for r in results)
+    messages = _sum(results, "messages")
     reasons = {r["reason"] for r in results}
     expected = _sum(results, "expected")
     notes = []
