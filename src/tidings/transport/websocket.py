@@ -109,7 +109,7 @@ class _PushFraming:
 
     def __init__(self) -> None:
         self._last_lines: list[bytes] = []
-        self._last_frame = b""
+        self._last_frame = encode_frame(_TEXT, b"")
 
     def line(self, pub: Publication) -> bytes:
         return pub.push
